@@ -1,0 +1,23 @@
+# Shortcuts; each bootstraps .venv/ on first use through bootstrap.py.
+.PHONY: run test setup docs check verify starters
+
+run:
+	python3 bootstrap.py run
+
+test:
+	python3 bootstrap.py test
+
+setup:
+	python3 bootstrap.py setup
+
+docs: setup
+	.venv/bin/mkdocs serve
+
+check: setup
+	.venv/bin/grader check
+
+verify: setup
+	.venv/bin/grader verify
+
+starters: setup
+	.venv/bin/grader starters

@@ -1,0 +1,276 @@
+"""The pytest plugin behind `grader check`: milestones, dependencies, fixtures and the report.
+
+Checks are ordinary pytest tests marked `@pytest.mark.milestone("3.2")`. This plugin runs them in
+manifest order, skips a milestone whose dependency failed, maps test outcomes onto milestones, and
+prints a check50-style report instead of pytest's own output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from grader import REPO_ROOT
+from grader.check import Api, CheckFailed
+from grader.databases import Databases, DatabaseUnavailable
+from grader.manifest import Chapter, Manifest, load
+from grader.processes import Backend, BackendError, start_all
+from grader.report import MilestoneResult, Report, render
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("grader")
+    group.addoption("--target", help="chapter folder to check (default: chapters/<slug>)")
+    group.addoption("--db", default="sqlite", choices=("sqlite", "postgres", "mysql"))
+    group.addoption("--grader-json", help="also write the report as JSON to this file")
+    group.addoption(
+        "--require-all",
+        action="store_true",
+        default=bool(os.environ.get("CI")),
+        help="a check that cannot run (no database server) fails instead of skipping",
+    )
+
+
+class State:
+    """Per-session bookkeeping shared by the hooks and fixtures."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.manifest: Manifest = load()
+        self.chapter: Chapter | None = None
+        self.target: Path | None = None
+        self.db: str = config.getoption("db")
+        self.results: dict[str, MilestoneResult] = {}
+        self.backends: list[Backend] = []
+        self.log_marks: dict[int, int] = {}
+        self.collect_errors: list[str] = []
+
+
+STATE = pytest.StashKey[State]()
+
+
+def _state(config: pytest.Config) -> State:
+    return config.stash[STATE]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "milestone(id): the milestone a check belongs to")
+    config.stash[STATE] = State(config)
+
+
+def _milestone_of(item: pytest.Item) -> str | None:
+    mark = item.get_closest_marker("milestone")
+    return mark.args[0] if mark else None
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.failed:
+        # Collection errors would otherwise vanish with pytest's terminal output switched off.
+        print(f"grader: could not load the checks in {report.nodeid}:\n{report.longreprtext}")
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    state = _state(config)
+    chapters = {
+        int(m.group(1)) for item in items if (m := re.match(r"(\d+)\.", _milestone_of(item) or ""))
+    }
+    unmarked = [item.nodeid for item in items if _milestone_of(item) is None]
+    if unmarked:
+        raise pytest.UsageError(f"checks without @pytest.mark.milestone: {unmarked}")
+    if len(chapters) != 1:
+        raise pytest.UsageError(f"run one chapter's checks at a time (got chapters {chapters})")
+    state.chapter = state.manifest.chapter(chapters.pop())
+    order = {m.id: i for i, m in enumerate(state.chapter.milestones)}
+    unknown = {_milestone_of(i) for i in items} - order.keys()
+    if unknown:
+        raise pytest.UsageError(f"checks mark milestones missing from workbook.toml: {unknown}")
+    # Stable sort: manifest order between milestones, file order within one.
+    items.sort(key=lambda item: order[_milestone_of(item)])
+    option = config.getoption("target")
+    state.target = Path(option).resolve() if option else REPO_ROOT / "chapters" / state.chapter.slug
+    for m in state.chapter.milestones:
+        state.results[m.id] = MilestoneResult.pending(m, state.manifest)
+    selected = {_milestone_of(i) for i in items}
+    for mid, result in state.results.items():
+        if mid not in selected:
+            result.status = "not_run"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    state = _state(item.config)
+    milestone = state.chapter.milestone(_milestone_of(item))
+    for dep in milestone.depends:
+        result = state.results.get(dep)
+        if result is not None and result.status in ("failed", "skipped"):
+            pytest.skip(f"can't check until {dep} passes")
+    if state.results[milestone.id].status == "failed":
+        pytest.skip("an earlier check of this milestone already failed")
+    for b in state.backends:
+        state.log_marks[id(b)] = b.log_offset_now()
+
+
+def _failure_details(call: pytest.CallInfo, item: pytest.Item) -> dict[str, Any]:
+    exc = call.excinfo.value if call.excinfo else None
+    if isinstance(exc, CheckFailed):
+        return {"rationale": exc.rationale, "expected": exc.expected, "actual": exc.actual}
+    if isinstance(exc, BackendError):
+        return {"rationale": str(exc), "log": exc.log}
+    if isinstance(exc, DatabaseUnavailable):
+        return {"rationale": str(exc)}
+    if isinstance(exc, AssertionError):
+        return {"rationale": str(exc).splitlines()[0] if str(exc) else "a check failed"}
+    if isinstance(exc, NotImplementedError):
+        return {"rationale": f"{exc} is not done yet"}
+    name = type(exc).__name__ if exc else "error"
+    return {"rationale": f"the check stopped on {name}: {exc}"}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[Any]:
+    report = yield
+    state = _state(item.config)
+    result = state.results[_milestone_of(item)]
+    if report.skipped and call.when in ("setup", "call"):
+        reason = call.excinfo.value.msg if call.excinfo else "skipped"
+        if result.status in ("pending", "passed"):
+            result.status = "skipped"
+            result.rationale = reason
+    elif report.failed:
+        details = _failure_details(call, item)
+        if result.status != "failed":
+            result.status = "failed"
+            result.rationale = details["rationale"]
+            result.expected = details.get("expected")
+            result.actual = details.get("actual")
+            result.log = details.get("log") or _logs_since_setup(state)
+    elif report.passed and call.when == "call" and result.status == "pending":
+        result.status = "passed"
+    return report
+
+
+def _logs_since_setup(state: State) -> str:
+    chunks = []
+    for b in state.backends:
+        text = b.log_since(state.log_marks.get(id(b), 0), last=12)
+        if text.strip():
+            chunks.append(f"[{b.name} on port {b.port}]\n{text}")
+    return "\n".join(chunks)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = _state(session.config)
+    for b in state.backends:
+        b.stop()
+    if state.chapter is None:
+        return
+    report = Report(
+        chapter=state.chapter,
+        target=state.target,
+        db=state.db,
+        milestones=list(state.results.values()),
+    )
+    for r in report.milestones:
+        r.finish(state.target)
+    print(render(report, color=os.isatty(1)), flush=True)
+    json_path = session.config.getoption("grader_json")
+    if json_path:
+        Path(json_path).write_text(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+    if exitstatus in (0, 1):
+        session.exitstatus = 1 if report.has_failures else 0
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def grader_state(request: pytest.FixtureRequest) -> State:
+    return _state(request.config)
+
+
+@pytest.fixture(scope="session")
+def target(grader_state: State) -> Path:
+    path = grader_state.target
+    if not (path / "backend" / "main.py").is_file():
+        pytest.exit(
+            f"grader: {path} does not look like a chapter folder (no backend/main.py); "
+            "pass --target DIR or check the chapter number",
+            returncode=2,
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def databases(grader_state: State, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
+    dbs = Databases(
+        grader_state.db,
+        tmp_path_factory.mktemp("databases"),
+        grader_state.config.getoption("require_all"),
+    )
+    yield dbs
+    dbs.close()
+
+
+@pytest.fixture()
+def database_url(databases: Databases) -> str:
+    """A fresh, empty database for one check."""
+    return databases.fresh_url()
+
+
+@pytest.fixture(scope="session")
+def spawn(
+    grader_state: State, target: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """`spawn(database_url, count=1, workers=None, env=None)`: start backends, wait for /health.
+
+    Several at once boot in parallel. Every one is stopped at the end of the session at the
+    latest, by PID, whatever the checks did.
+    """
+    base = tmp_path_factory.mktemp("backends")
+
+    def _spawn(
+        database_url: str,
+        count: int = 1,
+        workers: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> list[Backend]:
+        started = []
+        for _ in range(count):
+            n = len(grader_state.backends) + 1
+            b = Backend(
+                target,
+                base / f"backend-{n}",
+                env={"DATABASE_URL": database_url, "ASSISTANT_PROVIDER": "offline", **(env or {})},
+                workers=workers,
+                name=f"backend-{n}",
+            )
+            grader_state.backends.append(b)
+            grader_state.log_marks[id(b)] = 0
+            started.append(b)
+        return start_all(started)
+
+    yield _spawn
+    for b in grader_state.backends:
+        b.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_backend(spawn: Any, databases: Databases) -> Backend:
+    """One backend reused by the checks of a module that need no fresh process."""
+    (backend,) = spawn(databases.fresh_url())
+    return backend
+
+
+@pytest.fixture()
+def api(shared_backend: Backend) -> Iterator[Api]:
+    client = Api(shared_backend.url)
+    yield client
+    client.close()

@@ -1,0 +1,184 @@
+"""Real processes for the checks: a learner's backend under uvicorn, started, restarted, killed.
+
+Every process is started in its own session so it can be stopped as a group by its PID, and
+every process a check starts is registered so the plugin can stop it even when the check fails.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+HEALTH_TIMEOUT = float(os.environ.get("GRADER_STARTUP_TIMEOUT", "30"))
+
+
+class BackendError(RuntimeError):
+    """The backend did not come up; `log` holds what it printed (its traceback, usually)."""
+
+    def __init__(self, message: str, log: str) -> None:
+        super().__init__(message)
+        self.log = log
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_pid(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left after `grace` seconds."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=grace)
+
+
+class Backend:
+    """One learner backend: `uvicorn backend.main:app` run from a chapter folder."""
+
+    def __init__(
+        self,
+        chapter_dir: Path,
+        workdir: Path,
+        env: Mapping[str, str] | None = None,
+        workers: int | None = None,
+        name: str = "backend",
+    ) -> None:
+        self.chapter_dir = chapter_dir
+        self.workdir = workdir
+        self.env = dict(env or {})
+        self.workers = workers
+        self.name = name
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+        self.log_path = workdir / f"{name}.log"
+        self._log_offset = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "uvicorn", "backend.main:app"]
+        cmd += ["--app-dir", str(self.chapter_dir), "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.workers:
+            cmd += ["--workers", str(self.workers)]
+        return cmd
+
+    def launch(self) -> Backend:
+        """Start the process without waiting; call `wait_ready` next (lets several boot at once)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        log = self.log_path.open("a", encoding="utf-8")
+        self._log_offset = log.tell()
+        log.write(f"--- grader: {' '.join(self._command())}\n")
+        log.flush()
+        self.proc = subprocess.Popen(
+            self._command(),
+            cwd=self.workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def wait_ready(self, timeout: float = HEALTH_TIMEOUT) -> Backend:
+        assert self.proc is not None, "launch() first"
+        deadline = time.monotonic() + timeout
+        last_error = "no answer yet"
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise BackendError(
+                        f"the backend exited with code {self.proc.returncode} before answering "
+                        "GET /health",
+                        self.log(),
+                    )
+                try:
+                    r = client.get(f"{self.url}/health")
+                    if r.status_code == 200:
+                        return self
+                    last_error = f"GET /health answered {r.status_code}: {r.text[:200]}"
+                except httpx.HTTPError as exc:
+                    last_error = type(exc).__name__
+                time.sleep(0.05)
+        self.stop()
+        raise BackendError(
+            f"the backend did not answer GET /health with 200 within {timeout:.0f} s "
+            f"(last: {last_error})",
+            self.log(),
+        )
+
+    def start(self, timeout: float = HEALTH_TIMEOUT) -> Backend:
+        return self.launch().wait_ready(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_pid(self.proc)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM killer would: no shutdown handlers run."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+    def restart(self) -> Backend:
+        self.stop()
+        return self.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_offset_now(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def log_since(self, offset: int, last: int = 40) -> str:
+        """The last `last` lines this backend printed after byte `offset` of its log."""
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(offset)
+                lines = f.read().decode("utf-8", errors="replace").splitlines()
+        except FileNotFoundError:
+            return ""
+        return "\n".join(lines[-last:])
+
+    def log(self, last: int = 40) -> str:
+        """The last lines this backend printed since it was (re)started."""
+        return self.log_since(self._log_offset, last)
+
+
+def start_all(backends: list[Backend], timeout: float = HEALTH_TIMEOUT) -> list[Backend]:
+    """Boot several backends in parallel: launch all, then wait for each."""
+    for b in backends:
+        b.launch()
+    try:
+        for b in backends:
+            b.wait_ready(timeout)
+    except BackendError:
+        for b in backends:
+            b.stop()
+        raise
+    return backends

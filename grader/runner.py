@@ -1,0 +1,93 @@
+"""`grader run N`: start a chapter's backend and frontend together; Ctrl-C stops both."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from grader.manifest import Chapter
+from grader.processes import stop_pid
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _wait_health(url: str, proc: subprocess.Popen, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def database_url(db: str, target: Path) -> str:
+    if db == "sqlite":
+        # Relative to the chapter folder, where the backend runs: the file sits beside your code.
+        return os.environ.get("DATABASE_URL", "sqlite:///./messages.db")
+    from grader.dbservers import url_for_run
+
+    return url_for_run(db)
+
+
+def run_app(chapter: Chapter, target: Path, args: argparse.Namespace) -> int:
+    for port, flag in (
+        (args.backend_port, "--backend-port"),
+        (args.frontend_port, "--frontend-port"),
+    ):
+        if not _port_free(port):
+            print(f"grader: port {port} is already in use; stop what uses it or pass {flag} N")
+            return 2
+    backend_url = f"http://127.0.0.1:{args.backend_port}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(args.db, target),
+        "BACKEND_URL": backend_url,
+        "PYTHONUNBUFFERED": "1",
+    }
+    backend_cmd = [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", "127.0.0.1"]
+    backend_cmd += ["--port", str(args.backend_port)]
+    if args.workers:
+        backend_cmd += ["--workers", str(args.workers)]
+    frontend_cmd = [sys.executable, "-m", "streamlit", "run", "frontend/app.py"]
+    frontend_cmd += ["--server.port", str(args.frontend_port), "--server.address", "127.0.0.1"]
+    frontend_cmd += ["--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    print(f"Starting chapter {chapter.number} ({chapter.title}) from {target}")
+    procs: list[subprocess.Popen] = []
+    try:
+        backend = subprocess.Popen(backend_cmd, cwd=target, env=env, start_new_session=True)
+        procs.append(backend)
+        if not _wait_health(backend_url, backend):
+            print("\ngrader: the backend did not come up; its error is printed above.")
+            return 1
+        frontend = subprocess.Popen(frontend_cmd, cwd=target, env=env, start_new_session=True)
+        procs.append(frontend)
+        print(
+            f"\n  backend:  {backend_url}  (API docs: {backend_url}/docs)\n"
+            f"  frontend: http://127.0.0.1:{args.frontend_port}\n\n"
+            f"Open the frontend and chat. Next: edit chapters/{chapter.slug}, then run "
+            f"`grader check {chapter.number}`. Ctrl-C stops both.\n",
+            flush=True,
+        )
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        print("grader: a process stopped; stopping the other.")
+        return 1
+    except KeyboardInterrupt:
+        print("\nStopping…")
+        return 0
+    finally:
+        for p in procs:
+            stop_pid(p)
