@@ -89,7 +89,11 @@ def verify(
     jobs: int = 2,
 ) -> int:
     print(f"✓ workbook.toml: {len(manifest.chapters)} chapters")
-    drifts = starters.check(manifest)
+    drifts = [
+        d
+        for d in starters.check(manifest)
+        if not chapters or any(f"/{manifest.chapter(n).slug}/" in f"/{d.path}" for n in chapters)
+    ]
     if drifts:
         for d in drifts:
             print(f"✗ {d.path}: {d.diff}")
