@@ -28,7 +28,7 @@ def _sh(*cmd: str | Path, **kw) -> None:
 
 
 def ensure_venv() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036  (bootstrap runs on any python3)
         sys.exit(f"Make It Scale needs Python 3.11 or newer; this is {sys.version.split()[0]}.")
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == wanted:
@@ -52,7 +52,9 @@ def run_tests(extra: list[str]) -> int:
         [BIN / "python", "-m", "pytest", "-n", "2", "--dist", "loadgroup", *extra],
     ]
     for step in steps:
-        print(f"\n$ {' '.join(str(s.name) if isinstance(s, Path) else s for s in step)}", flush=True)
+        print(
+            f"\n$ {' '.join(str(s.name) if isinstance(s, Path) else s for s in step)}", flush=True
+        )
         code = subprocess.run([str(s) for s in step], cwd=ROOT).returncode
         if code != 0:
             print(f"\nFAILED: {' '.join(str(s) for s in step)} exited {code}", flush=True)
