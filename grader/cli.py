@@ -121,7 +121,7 @@ def cmd_solution(manifest: Manifest, args: argparse.Namespace) -> int:
         rel = path.relative_to(theirs)
         ours = mine / rel
         a = ours.read_text(encoding="utf-8").splitlines() if ours.exists() else []
-        b = path.read_text(encoding="utf-8").splitlines()
+        b = starters.clean_solution(path.read_text(encoding="utf-8")).splitlines()
         for line in difflib.unified_diff(a, b, f"yours/{rel}", f"solution/{rel}", lineterm=""):
             print(line)
     return 0
@@ -243,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         return command(manifest, args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `grader solution 3 | head`
+        return 0
 
 
 if __name__ == "__main__":

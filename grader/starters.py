@@ -92,7 +92,33 @@ def transform(text: str, name: str = "<text>") -> str:
             i = k + 1
         else:
             out.append(f'{indent}raise NotImplementedError("TODO {todo}")')
-    return "\n".join(out) + ("\n" if text.endswith("\n") else "")
+    return "\n".join(_collapse_blank_runs(out)) + ("\n" if text.endswith("\n") else "")
+
+
+def _collapse_blank_runs(lines: list[str]) -> list[str]:
+    """Dropping marker lines can leave 3+ blank lines in a row; keep at most two, as PEP 8 does."""
+    out: list[str] = []
+    for line in lines:
+        if not line.strip() and len(out) >= 2 and not out[-1].strip() and not out[-2].strip():
+            continue
+        out.append(line)
+    return out
+
+
+def clean_solution(text: str) -> str:
+    """A solution file as a learner should read it: no docs regions, markers or STARTER blocks."""
+    lines: list[str] = []
+    in_starter = False
+    for line in text.splitlines():
+        marker = _marker(line)
+        if marker is not None:
+            in_starter = marker[1:] == ("BEGIN", "STARTER")
+            continue
+        if not in_starter and not SNIPPET_RE.match(line):
+            lines.append(line)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return "\n".join(_collapse_blank_runs(lines)) + ("\n" if text.endswith("\n") else "")
 
 
 def _ignored(rel: Path) -> bool:
