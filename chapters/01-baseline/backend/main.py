@@ -16,8 +16,6 @@ async def unfinished_todo(request: Request, exc: NotImplementedError) -> JSONRes
     return JSONResponse(status_code=501, content={"detail": f"{exc} is not done yet"})
 
 
-
-
 class ChatRequest(BaseModel):
     # Bounds on input are part of the API: a blank or huge prompt is rejected with 422.
     prompt: str = Field(min_length=1, max_length=8000, pattern=r"\S")
@@ -27,13 +25,9 @@ class ChatReply(BaseModel):
     reply: str
 
 
-
-
 @app.get("/health")
 def health() -> dict[str, str]:
     return {"status": "ok"}
-
-
 
 
 @app.post("/chat")
@@ -50,8 +44,6 @@ def chat(request: ChatRequest) -> ChatReply:
         if "text" in part
     ]
     return ChatReply(reply="\n\n".join(texts))
-
-
 
 
 # TODO 1.4: add `GET /ping` that answers {"ping": "pong"}.

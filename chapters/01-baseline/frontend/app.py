@@ -29,7 +29,6 @@ def ask_backend(prompt: str) -> str:
     return response.json()["reply"]
 
 
-
 if prompt := st.chat_input("Say something to the game master"):
     st.session_state.messages.append(("user", prompt))
     with st.chat_message("user"):
