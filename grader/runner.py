@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +32,10 @@ def _wait_health(url: str, proc: subprocess.Popen, timeout: float = 30) -> bool:
             pass
         time.sleep(0.2)
     return False
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def database_url(db: str, target: Path) -> str:
@@ -64,6 +69,8 @@ def run_app(chapter: Chapter, target: Path, args: argparse.Namespace) -> int:
     frontend_cmd = [sys.executable, "-m", "streamlit", "run", "frontend/app.py"]
     frontend_cmd += ["--server.port", str(args.frontend_port), "--server.address", "127.0.0.1"]
     frontend_cmd += ["--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    # `kill PID` (SIGTERM) must stop both children too, not leave them orphaned.
+    signal.signal(signal.SIGTERM, _interrupt)
     print(f"Starting chapter {chapter.number} ({chapter.title}) from {target}")
     procs: list[subprocess.Popen] = []
     try:
