@@ -97,6 +97,12 @@ def _strings(table: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
     return tuple(values)
 
 
+def _no_unknown(table: dict[str, Any], known: set[str], where: str) -> None:
+    unknown = set(table) - known
+    if unknown:
+        raise ManifestError(f"workbook.toml: {where} has unknown field(s) {sorted(unknown)}")
+
+
 def _milestone(raw: Any, where: str, chapter: int) -> Milestone:
     if not isinstance(raw, dict):
         raise ManifestError(f"workbook.toml: {where} must be a table")
@@ -137,6 +143,7 @@ def parse(data: dict[str, Any], root: Path = REPO_ROOT) -> Manifest:
             f"{FORMAT_VERSION}); update the grader or the manifest"
         )
     docs_url = _get(data, "docs_url", str, "(top level)")
+    _no_unknown(data, {"format_version", "docs_url", "chapters"}, "(top level)")
     chapters: list[Chapter] = []
     seen_ids: dict[str, str] = {}
     for ci, raw in enumerate(_get(data, "chapters", list, "(top level)")):
@@ -144,6 +151,7 @@ def parse(data: dict[str, Any], root: Path = REPO_ROOT) -> Manifest:
         if not isinstance(raw, dict):
             raise ManifestError(f"workbook.toml: {where} must be a table")
         number = _get(raw, "number", int, where)
+        _no_unknown(raw, {"number", "slug", "title", "docs", "databases", "milestones"}, where)
         if number != ci + 1:
             raise ManifestError(
                 f"workbook.toml: {where}.number must be {ci + 1} (chapters are listed in order)"

@@ -170,7 +170,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = _state(session.config)
     for b in state.backends:
         b.stop()
-    if state.chapter is None:
+    if state.chapter is None or state.target is None:  # the checks failed to load
         return
     report = Report(
         chapter=state.chapter,
@@ -227,7 +227,10 @@ def database_url(databases: Databases) -> str:
 
 @pytest.fixture(scope="session")
 def spawn(
-    grader_state: State, target: Path, tmp_path_factory: pytest.TempPathFactory
+    grader_state: State,
+    target: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    databases: Databases,  # set up first so it is torn down last: backends stop before servers
 ) -> Iterator[Any]:
     """`spawn(database_url, count=1, workers=None, env=None)`: start backends, wait for /health.
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 
 HEALTH_TIMEOUT = float(os.environ.get("GRADER_STARTUP_TIMEOUT", "30"))
+# How long /health may keep answering a status other than 200 before the start counts as failed.
+WRONG_HEALTH_GRACE = 2.0
 
 
 class BackendError(RuntimeError):
@@ -105,6 +107,7 @@ class Backend:
         assert self.proc is not None, "launch() first"
         deadline = time.monotonic() + timeout
         last_error = "no answer yet"
+        wrong_since: float | None = None
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -118,6 +121,14 @@ class Backend:
                     if r.status_code == 200:
                         return self
                     last_error = f"GET /health answered {r.status_code}: {r.text[:200]}"
+                    # uvicorn only answers once the app has started: a wrong status that
+                    # persists is the learner's /health, not a slow start; don't wait it out.
+                    wrong_since = wrong_since or time.monotonic()
+                    if time.monotonic() - wrong_since > WRONG_HEALTH_GRACE:
+                        self.stop()
+                        raise BackendError(
+                            f"the backend started but {last_error} (expected 200)", self.log()
+                        )
                 except httpx.HTTPError as exc:
                     last_error = type(exc).__name__
                 time.sleep(0.05)

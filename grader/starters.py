@@ -49,7 +49,8 @@ def _uncomment(line: str, indent: str, where: str) -> str:
     if body is None or not body.startswith("#"):
         raise StarterError(f"{where}: a STARTER block holds only commented lines at its indent")
     body = body[1:]
-    return indent + (body[1:] if body.startswith(" ") else body)
+    # A bare `#` is a blank line of the starter: no trailing whitespace.
+    return indent + (body[1:] if body.startswith(" ") else body) if body.strip() else ""
 
 
 def transform(text: str, name: str = "<text>") -> str:
@@ -92,6 +93,8 @@ def transform(text: str, name: str = "<text>") -> str:
             i = k + 1
         else:
             out.append(f'{indent}raise NotImplementedError("TODO {todo}")')
+    while out and not out[-1].strip():  # a dropped marker at the end leaves blank lines
+        out.pop()
     return "\n".join(_collapse_blank_runs(out)) + ("\n" if text.endswith("\n") else "")
 
 

@@ -1,0 +1,130 @@
+"""How long `grader check N --solution` takes, against this machine's cost of starting one backend.
+
+    .venv/bin/python benchmarks/grader_speed.py          # every chapter with a solution
+    .venv/bin/python benchmarks/grader_speed.py 1 3      # chapters 1 and 3
+    .venv/bin/python benchmarks/grader_speed.py -n 5     # 5 repetitions instead of 3
+
+Absolute seconds say more about the machine than about the grader, so the same run also
+measures a baseline: `python -c "import fastapi, streamlit"` plus a bare `uvicorn` start of
+chapter 1's solution until it answers /health. Each chapter's median is printed as a multiple of
+that baseline. Nothing is asserted: this is a measurement, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def chapters_with_solutions() -> list[tuple[int, str]]:
+    data = tomllib.loads((ROOT / "workbook.toml").read_text(encoding="utf-8"))
+    return [
+        (c["number"], c["slug"])
+        for c in data["chapters"]
+        if (ROOT / "solutions" / c["slug"] / "backend" / "main.py").is_file()
+    ]
+
+
+def timed(cmd: list[str]) -> tuple[float, int]:
+    start = time.perf_counter()
+    proc = subprocess.run(
+        cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    return time.perf_counter() - start, proc.returncode
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def uvicorn_to_health(app_dir: Path, timeout: float = 60) -> float:
+    """Seconds from spawning uvicorn to the first 200 from /health; the process is then stopped."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "backend.main:app", "--app-dir", str(app_dir)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        while time.perf_counter() - start < timeout:
+            if proc.poll() is not None:
+                raise RuntimeError(f"uvicorn exited with code {proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - start
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.01)
+        raise RuntimeError(f"uvicorn did not answer /health within {timeout} s")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def summary(samples: list[float]) -> tuple[float, float]:
+    return min(samples), statistics.median(samples)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("chapters", type=int, nargs="*", help="default: every chapter solved")
+    parser.add_argument("-n", "--repeat", type=int, default=3, help="repetitions (default 3)")
+    args = parser.parse_args(argv)
+
+    known = dict(chapters_with_solutions())
+    chosen = args.chapters or sorted(known)
+    missing = [n for n in chosen if n not in known]
+    if missing:
+        parser.error(f"no solution for chapter(s) {missing}; solved: {sorted(known)}")
+    if 1 not in known:
+        parser.error("the baseline starts chapter 1's solution, which is missing")
+
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU(s), {args.repeat} runs each\n")
+    imports = [timed([sys.executable, "-c", "import fastapi, streamlit"])[0] for _ in range(3)]
+    starts = [uvicorn_to_health(ROOT / "solutions" / known[1]) for _ in range(3)]
+    baseline = statistics.median(imports) + statistics.median(starts)
+
+    rows: list[tuple[str, float, float, str, str]] = []
+    rows.append(("import fastapi, streamlit", *summary(imports), "", ""))
+    rows.append(("uvicorn ch1 → /health", *summary(starts), "", ""))
+    rows.append(("baseline (sum of medians)", baseline, baseline, "1.0×", ""))
+    for number in chosen:
+        cmd = [sys.executable, "-m", "grader", "check", str(number), "--solution"]
+        runs = [timed(cmd) for _ in range(args.repeat)]
+        fastest, median = summary([seconds for seconds, _ in runs])
+        codes = {code for _, code in runs}
+        status = "pass" if codes == {0} else f"exit {sorted(codes)}"
+        label = f"grader check {number} --solution"
+        rows.append((label, fastest, median, f"{median / baseline:.1f}×", status))
+
+    width = max(len(r[0]) for r in rows)
+    print(f"{'what':<{width}}  {'min s':>7}  {'median s':>8}  {'× baseline':>10}  result")
+    print(f"{'-' * width}  {'-' * 7}  {'-' * 8}  {'-' * 10}  ------")
+    for label, fastest, median, ratio, status in rows:
+        print(f"{label:<{width}}  {fastest:7.2f}  {median:8.2f}  {ratio:>10}  {status}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
