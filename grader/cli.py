@@ -165,6 +165,12 @@ def cmd_verify(manifest: Manifest, args: argparse.Namespace) -> int:
     return verify(manifest, databases=args.db, chapters=args.chapters, jobs=args.jobs)
 
 
+def cmd_db(manifest: Manifest, args: argparse.Namespace) -> int:
+    from grader.dbservers import db_command
+
+    return db_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="grader", description="Check your workbook chapters, get hints, run the app."
@@ -208,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend-port", type=int, default=8000)
     p.add_argument("--frontend-port", type=int, default=8501)
 
+    p = sub.add_parser("db", help="start or stop a local Postgres or MariaDB server for `--db`")
+    p.add_argument("action", choices=("up", "down", "status"))
+    p.add_argument("kind", nargs="?", choices=("postgres", "mysql"))
+    p.add_argument("--port", type=int, help="default 5433 (postgres) or 3307 (mysql)")
+    p.add_argument("--purge", action="store_true", help="with down: also delete the data")
+
     p = sub.add_parser("verify", help="maintainers: solutions pass, starters fail, all in sync")
     p.add_argument("--db", action="append", choices=("sqlite", "postgres", "mysql"))
     p.add_argument("--chapter", dest="chapters", type=int, action="append")
@@ -226,6 +238,7 @@ COMMANDS = {
     "reset": cmd_reset,
     "solution": cmd_solution,
     "run": cmd_run,
+    "db": cmd_db,
     "verify": cmd_verify,
     "starters": cmd_starters,
 }

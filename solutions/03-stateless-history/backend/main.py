@@ -1,0 +1,140 @@
+"""Chapter 3: a chat backend that keeps no state of its own.
+
+Every turn reads the thread from the database and writes the new messages back, in one
+transaction. Nothing about a conversation stays in this process between requests, so it can
+be restarted, killed or run as many copies as you like.
+"""
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from uuid import UUID, uuid4
+
+from fastapi import FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from assistant import respond
+from backend import store
+from backend.models import ChatReply, ChatRequest, History
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # The table is created once at startup, not on every request.
+    try:
+        store.create_schema()
+    except sqlite3.OperationalError as exc:
+        raise RuntimeError(
+            f"cannot set up the SQLite database {store.DATABASE_PATH!r}: {exc}. Check "
+            "DATABASE_URL (the file's folder must exist and be writable) and the schema in "
+            "backend/store.py"
+        ) from exc
+    yield
+
+
+app = FastAPI(title="Make It Scale — chapter 3", lifespan=lifespan)
+
+
+@app.exception_handler(NotImplementedError)
+async def unfinished_todo(request: Request, exc: NotImplementedError) -> JSONResponse:
+    # An unfinished TODO answers 501 with its name, so the grader and the page can say which
+    # one to do next instead of showing a stack trace.
+    return JSONResponse(status_code=501, content={"detail": f"{exc} is not done yet"})
+
+
+@app.exception_handler(RequestValidationError)
+async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+    # FastAPI's own 422, but ASCII-escaped: its error echoes the input back, and an input
+    # holding a lone surrogate ("\ud800") cannot be encoded as UTF-8, which would be a 500.
+    body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+    return Response(body, status_code=422, media_type="application/json")
+
+
+# --8<-- [start:database-unavailable]
+@app.exception_handler(sqlite3.OperationalError)
+async def database_unavailable(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+    # The database could not be opened, or stayed locked past the busy timeout: the request
+    # can be retried later, which is what 503 says. The transaction was rolled back.
+    return JSONResponse(status_code=503, content={"detail": f"the database is unavailable: {exc}"})
+
+
+# --8<-- [end:database-unavailable]
+
+
+@app.get("/health")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.get("/ping")
+def ping() -> dict[str, str]:
+    return {"ping": "pong"}
+
+
+# TODO 3.1: POST /chat runs the whole turn in ONE transaction (store.transaction()).
+# Store the user's message, load the whole thread from the database (TODO 3.2), ask the
+# assistant with it, store the messages it returned; answer the thread id and the messages
+# this turn added.
+# BEGIN SOLUTION
+# --8<-- [start:chat-route]
+@app.post("/chat")
+def chat(request: ChatRequest) -> ChatReply:
+    thread_id = request.thread_id or uuid4()
+    user_message = {"role": "user", "parts": [{"text": request.prompt}]}
+    # One transaction: every row of the turn is stored, or (if anything fails) none is.
+    with store.transaction() as db:
+        store.append_messages(db, thread_id, [user_message])
+        # The assistant sees the thread as the database has it, not as this process remembers it.
+        history = store.load_history(db, thread_id)
+        new_messages = respond(history)
+        store.append_messages(db, thread_id, new_messages)
+    return ChatReply(thread_id=thread_id, messages=[user_message, *new_messages])
+
+
+# --8<-- [end:chat-route]
+# END SOLUTION
+# BEGIN STARTER
+# @app.post("/chat")
+# def chat(request: ChatRequest) -> ChatReply:
+#     thread_id = request.thread_id or uuid4()  # None asks for a new thread
+#     user_message = {"role": "user", "parts": [{"text": request.prompt}]}
+#     # with store.transaction() as db:
+#     #     store the user message, load the history, respond(history), store the new messages
+#     # return ChatReply(thread_id=thread_id, messages=[user_message, *new_messages])
+#     raise NotImplementedError("TODO 3.1")
+# END STARTER
+
+
+# --8<-- [start:history-route]
+@app.get("/history/{thread_id}")
+def history(thread_id: UUID) -> History:
+    # A thread with no messages yet is simply empty: a thread is its messages.
+    with store.transaction() as db:
+        messages = store.load_history(db, thread_id)
+    return History(thread_id=thread_id, messages=messages)
+
+
+# --8<-- [end:history-route]
+
+
+# TODO 3.5: DELETE /history/{thread_id} clears that thread and answers 204 No Content.
+# Use store.delete_thread; other threads must be untouched.
+# BEGIN SOLUTION
+# --8<-- [start:delete-route]
+@app.delete("/history/{thread_id}", status_code=204)
+def clear_history(thread_id: UUID) -> Response:
+    with store.transaction() as db:
+        store.delete_thread(db, thread_id)
+    return Response(status_code=204)
+
+
+# --8<-- [end:delete-route]
+# END SOLUTION
+# BEGIN STARTER
+# @app.delete("/history/{thread_id}", status_code=204)
+# def clear_history(thread_id: UUID) -> Response:
+#     raise NotImplementedError("TODO 3.5")
+# END STARTER
