@@ -94,8 +94,8 @@ def is_uuid(value: Any) -> bool:
 # --- talking to the backend ------------------------------------------------------------------
 
 
-def chat(api: Api, prompt: str, thread_id: str | None = None) -> tuple[str, list[Any]]:
-    """One turn: `(thread_id, the turn's messages)`, failing on a body of the wrong shape."""
+def post_chat(api: Api, prompt: str, thread_id: str | None = None) -> tuple[str, list[Any]]:
+    """One turn: `(thread_id, the messages it added)`, failing on a body of the wrong shape."""
     body = api.json("POST", "/chat", json={"prompt": prompt, "thread_id": thread_id})
     expect(
         isinstance(body, dict)
@@ -106,6 +106,14 @@ def chat(api: Api, prompt: str, thread_id: str | None = None) -> tuple[str, list
         actual=shorten(body, 300),
     )
     return body["thread_id"], body["messages"]
+
+
+def chat(api: Api, prompt: str, thread_id: str | None = None) -> tuple[str, list[Any]]:
+    """One turn: `(thread_id, the assistant's messages)`; 2.1 checks the user's comes first."""
+    thread_id, messages = post_chat(api, prompt, thread_id)
+    if messages and messages[0] == user(prompt):
+        messages = messages[1:]
+    return thread_id, messages
 
 
 def history(api: Api, thread_id: str) -> list[Any]:
@@ -160,7 +168,7 @@ def tag() -> str:
 @pytest.mark.milestone("2.1")
 def test_chat_answers_the_turn_as_messages(api):
     for prompt in ("roll 2d6+1", "tell me about the dragon"):
-        thread_id, messages = chat(api, prompt)
+        thread_id, messages = post_chat(api, prompt)
         expect(
             is_uuid(thread_id),
             f"POST /chat answered thread_id {thread_id!r}, which is not a UUID",
@@ -180,11 +188,12 @@ def test_chat_answers_the_turn_as_messages(api):
                     expected={"role": "model", "parts": [{"text": "…"}]},
                     actual=message,
                 )
+        user_message = user(prompt)
         expect(
-            messages[0]["role"] != "user",
-            "POST /chat's messages repeat the user's message; they must be only what the "
-            "assistant added in this turn",
-            expected="model and tool messages",
+            messages[0] == user_message and all(m["role"] != "user" for m in messages[1:]),
+            "POST /chat must answer the messages this turn added: the user's message first, "
+            "then the assistant's",
+            expected=summary([user_message, {"role": "model", "parts": [{"text": "…"}]}]),
             actual=summary(messages),
         )
         expect(

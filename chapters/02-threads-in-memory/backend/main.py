@@ -52,7 +52,7 @@ def chat(request: ChatRequest) -> ChatReply:
     turn = ask_assistant([*store.load(thread_id), user_message])
     # For now only the user's message and the final answer are stored.
     store.append(thread_id, [user_message, turn[-1]])
-    return ChatReply(thread_id=thread_id, messages=turn)
+    return ChatReply(thread_id=thread_id, messages=[user_message, *turn])
 
 
 @app.get("/history/{thread_id}")

@@ -103,12 +103,11 @@ def what_to_do(status: int) -> str:
 show(st.session_state.messages)
 
 if prompt := st.chat_input("Say something to the game master", max_chars=8000):
-    user_message = {"role": "user", "parts": [{"text": prompt}]}
-    show([user_message])
+    show([{"role": "user", "parts": [{"text": prompt}]}])
     try:
         with st.spinner("The game master is thinking…"):
             reply = ask_backend(prompt)
-        show(reply["messages"])
+        show(reply["messages"][1:])  # [0] is the user's message, drawn above
     except NotImplementedError as exc:
         st.error(f"{exc} is not done yet: finish it, then send your message again.")
     except httpx.HTTPStatusError as exc:
@@ -130,5 +129,5 @@ if prompt := st.chat_input("Say something to the game master", max_chars=8000):
         # Only a turn the backend accepted joins the conversation on the page. Rerun, so the
         # whole page (the thread id in the sidebar too) is drawn from the new state.
         st.session_state.thread_id = reply["thread_id"]
-        st.session_state.messages += [user_message, *reply["messages"]]
+        st.session_state.messages += reply["messages"]
         st.rerun()

@@ -82,7 +82,8 @@ def chat(request: ChatRequest) -> ChatReply:
     turn = ask_assistant([*store.load(thread_id), user_message])
     # Store the turn whole, once the assistant has answered: a failed turn leaves nothing.
     store.append(thread_id, [user_message, *turn])
-    return ChatReply(thread_id=thread_id, messages=turn)
+    # The answer is what this turn added to the thread: the user's message, then the assistant's.
+    return ChatReply(thread_id=thread_id, messages=[user_message, *turn])
 
 
 # --8<-- [end:chat]
@@ -98,7 +99,7 @@ def chat(request: ChatRequest) -> ChatReply:
 #     turn = ask_assistant([*store.load(thread_id), user_message])
 #     # For now only the user's message and the final answer are stored.
 #     store.append(thread_id, [user_message, turn[-1]])
-#     return ChatReply(thread_id=thread_id, messages=turn)
+#     return ChatReply(thread_id=thread_id, messages=[user_message, *turn])
 # END STARTER
 
 

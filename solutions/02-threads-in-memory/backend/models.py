@@ -67,7 +67,7 @@ class ChatRequest(Strict):
 
 class ChatReply(Strict):
     thread_id: UUID
-    messages: list[Message]  # what the assistant added in this turn, in order
+    messages: list[Message]  # what this turn added: the user's message, then the assistant's
 
 
 class History(Strict):
