@@ -215,10 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frontend-port", type=int, default=8501)
 
     p = sub.add_parser("db", help="start or stop a local Postgres or MariaDB server for `--db`")
-    p.add_argument("action", choices=("up", "down", "status"))
+    p.add_argument("action", choices=("up", "down", "status", "wait"))
     p.add_argument("kind", nargs="?", choices=("postgres", "mysql"))
     p.add_argument("--port", type=int, help="default 5433 (postgres) or 3307 (mysql)")
     p.add_argument("--purge", action="store_true", help="with down: also delete the data")
+    p.add_argument("--url", help="with wait: the database to wait for (default: DATABASE_URL)")
+    p.add_argument("--timeout", type=float, default=60, help="with wait: seconds (default 60)")
 
     p = sub.add_parser("verify", help="maintainers: solutions pass, starters fail, all in sync")
     p.add_argument("--db", action="append", choices=("sqlite", "postgres", "mysql"))

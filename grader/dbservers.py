@@ -947,6 +947,49 @@ def url_for_run(kind: str) -> str:
     )
 
 
+def wait_for(url: str, timeout: float) -> str | None:
+    """Connect to `url` until it answers or `timeout` passes; None when it answered, else why not.
+
+    For containers that start together: the backend waits for its database instead of failing
+    its first `create_all` (a Postgres container answers its healthcheck before it serves TCP).
+    """
+    engine = create_engine(url, poolclass=NullPool)
+    deadline = time.monotonic() + timeout
+    last = "no attempt"
+    try:
+        while True:
+            try:
+                with engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+                return None
+            except Exception as exc:
+                last = f"{type(exc).__name__}: {_first_line(exc)}"
+            if time.monotonic() >= deadline:
+                return last
+            time.sleep(0.5)
+    finally:
+        engine.dispose()
+
+
+def _wait_command(args: Any) -> int:
+    url = args.url or os.environ.get("DATABASE_URL")
+    if not url:
+        print("grader: `grader db wait` needs a URL: set DATABASE_URL or pass --url")
+        return 2
+    try:
+        make_url(url)
+    except Exception as exc:
+        print(f"grader: DATABASE_URL is not a database URL ({_first_line(exc)})")
+        return 2
+    print(f"Waiting up to {args.timeout:.0f} s for {hide_password(url)} …", flush=True)
+    problem = wait_for(url, args.timeout)
+    if problem:
+        print(f"grader: the database did not answer within {args.timeout:.0f} s (last: {problem})")
+        return 1
+    print("The database answers.")
+    return 0
+
+
 def _print_use(kind: str, url: str) -> None:
     print(
         f"\nUse it:\n"
@@ -959,7 +1002,9 @@ def _print_use(kind: str, url: str) -> None:
 
 
 def db_command(args: Any) -> int:
-    """`grader db up|down|status [postgres|mysql] [--port N] [--purge]`."""
+    """`grader db up|down|status [postgres|mysql] [--port N] [--purge]`, `grader db wait`."""
+    if args.action == "wait":
+        return _wait_command(args)
     kinds = [args.kind] if args.kind else list(KINDS)
     if args.action in ("up", "down") and not args.kind:
         print(f"grader: say which server: `grader db {args.action} postgres` or `... mysql`")

@@ -207,6 +207,9 @@ def test_grader_db_up_status_down(kind, monkeypatch, capsys):
         assert "Already running" in capsys.readouterr().out
         dbservers.db_command(argparse.Namespace(action="status", kind=kind, port=None))
         assert f"PID {state['pid']}" in capsys.readouterr().out
+        wait = argparse.Namespace(action="wait", kind=None, url=url, timeout=10)
+        assert dbservers.db_command(wait) == 0
+        assert "The database answers." in capsys.readouterr().out
     finally:
         down = argparse.Namespace(action="down", kind=kind, port=None, purge=True)
         assert dbservers.db_command(down) == 0
@@ -234,3 +237,22 @@ def test_grader_db_up_without_binaries_prints_the_compose_command():
     assert "docker compose --profile postgres up -d" in proc.stdout
     assert "sudo apt-get install postgresql" in proc.stdout
     assert dbservers.learner_url("postgres") in proc.stdout
+
+
+def test_grader_db_wait_gives_up_on_a_silent_server_and_says_why(capsys):
+    """What the compose backend runs first: bounded, and the last error is printed."""
+    url = f"postgresql+psycopg://u:secret@127.0.0.1:{dbservers.free_port()}/x"
+    start = time.monotonic()
+    args = argparse.Namespace(action="wait", kind=None, url=url, timeout=1)
+    assert dbservers.db_command(args) == 1
+    assert time.monotonic() - start < 15
+    out = capsys.readouterr().out
+    assert "did not answer within 1 s" in out and "refused" in out
+    assert "secret" not in out, "the password must not be printed"
+
+
+def test_grader_db_wait_needs_a_url(monkeypatch, capsys):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    args = argparse.Namespace(action="wait", kind=None, url=None, timeout=1)
+    assert dbservers.db_command(args) == 2
+    assert "set DATABASE_URL or pass --url" in capsys.readouterr().out
