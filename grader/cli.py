@@ -36,13 +36,15 @@ def cmd_status(manifest: Manifest, args: argparse.Namespace) -> int:
     data = progress.load()
     states = data.get("milestones", {})
     current = progress.current_chapter(manifest, data)
+    width = max(len(f"{c.number}. {c.title}") for c in manifest.chapters)
     for chapter in manifest.chapters:
         done = sum(states.get(m.id) in ("passed", "expected_failure") for m in chapter.milestones)
         total = len(chapter.milestones)
         bar = "█" * round(10 * done / total) + "░" * (10 - round(10 * done / total))
         pointer = "→" if chapter is current else " "
         marks = " ".join(f"{SYMBOLS.get(states.get(m.id), '·')}{m.id}" for m in chapter.milestones)
-        print(f"{pointer} {chapter.number}. {chapter.title:<42} {bar} {done}/{total}  {marks}")
+        name = f"{chapter.number}. {chapter.title}"
+        print(f"{pointer} {name:<{width}}  {bar} {done}/{total}  {marks}")
     print()
     if progress.chapter_done(current, data):
         print("Every chapter is done. Well played.")

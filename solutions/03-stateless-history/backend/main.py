@@ -21,6 +21,7 @@ from backend import store
 from backend.models import ChatReply, ChatRequest, History
 
 
+# --8<-- [start:lifespan]
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # The table is created once at startup, not on every request.
@@ -33,6 +34,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "backend/store.py"
         ) from exc
     yield
+
+
+# --8<-- [end:lifespan]
 
 
 app = FastAPI(title="Make It Scale — chapter 3", lifespan=lifespan)

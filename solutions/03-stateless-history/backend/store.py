@@ -53,10 +53,14 @@ def transaction() -> Iterator[sqlite3.Connection]:
 # --8<-- [end:transaction]
 
 
+# --8<-- [start:create-schema]
 def create_schema() -> None:
     """Create the table and its index if they are missing (safe to run on every startup)."""
     with transaction() as db:
         db.executescript(SCHEMA)
+
+
+# --8<-- [end:create-schema]
 
 
 def append_messages(

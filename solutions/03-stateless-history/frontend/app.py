@@ -69,7 +69,9 @@ def current_thread_id() -> str | None:
     """The thread this page shows: `?thread_id=...` in the URL, or None for a new chat."""
     # TODO 3.3: read the thread id from the URL (st.query_params), None when there is none.
     # BEGIN SOLUTION
+    # --8<-- [start:read-thread-id]
     return st.query_params.get("thread_id")
+    # --8<-- [end:read-thread-id]
     # END SOLUTION
 
 
@@ -77,7 +79,9 @@ def remember_thread_id(thread_id: str) -> None:
     """Keep the thread id in the URL: a refresh or a shared link reopens this conversation."""
     # TODO 3.3: put the thread id in the URL (st.query_params["thread_id"]).
     # BEGIN SOLUTION
+    # --8<-- [start:remember-thread-id]
     st.query_params["thread_id"] = thread_id
+    # --8<-- [end:remember-thread-id]
     # END SOLUTION
 
 
@@ -85,7 +89,9 @@ def fetch_history(thread_id: str) -> list[dict]:
     """Every message of the thread, oldest first, as the backend's database has it."""
     # TODO 3.3: GET /history/{thread_id} and return its "messages".
     # BEGIN SOLUTION
+    # --8<-- [start:fetch-history]
     return backend("GET", f"/history/{thread_id}").json()["messages"]
+    # --8<-- [end:fetch-history]
     # END SOLUTION
 
 
@@ -101,11 +107,14 @@ def send_prompt(prompt: str, thread_id: str | None) -> str:
 def clear_history(thread_id: str) -> None:
     # TODO 3.5: clear this thread on the backend (DELETE /history/{thread_id}).
     # BEGIN SOLUTION
+    # --8<-- [start:clear-button]
     backend("DELETE", f"/history/{thread_id}")
+    # --8<-- [end:clear-button]
     # END SOLUTION
 
 
 # --8<-- [start:telemetry-render]
+# --8<-- [start:describe-tool-part]
 def describe_tool_part(part: dict) -> str:
     """Tool telemetry, labelled so nobody mistakes it for the game master's words."""
     if "function_call" in part:
@@ -116,18 +125,24 @@ def describe_tool_part(part: dict) -> str:
     return f"🛠️ Tool `{answer['name']}` answered `{json.dumps(answer['response'])}`"
 
 
+# --8<-- [end:describe-tool-part]
+
+
 def is_visible(part: dict, show_telemetry: bool) -> bool:
     """Text is always shown; function calls and responses only when the toggle is on."""
     # TODO 3.6: hide tool telemetry (function_call/function_response parts) when toggled off.
     # Text parts stay visible whatever the toggle says.
     # BEGIN SOLUTION
+    # --8<-- [start:is-visible]
     return "text" in part or show_telemetry
+    # --8<-- [end:is-visible]
     # END SOLUTION
     # BEGIN STARTER
     # return True
     # END STARTER
 
 
+# --8<-- [start:render]
 def render(message: dict, show_telemetry: bool) -> None:
     parts = [p for p in message["parts"] if is_visible(p, show_telemetry)]
     if not parts:
@@ -146,9 +161,11 @@ def render(message: dict, show_telemetry: bool) -> None:
                 st.caption(describe_tool_part(part))
 
 
+# --8<-- [end:render]
 # --8<-- [end:telemetry-render]
 
 
+# --8<-- [start:page-run]
 # The widgets come first and outside any `try`, so they exist on every run, whatever fails.
 with st.sidebar:
     show_telemetry = st.toggle("Show tool calls", value=True, key="show_tool_telemetry")
@@ -176,3 +193,4 @@ except BackendProblem as exc:
     st.error(str(exc))
 except NotImplementedError as exc:
     st.error(f"{exc} is not done yet: finish it in frontend/app.py, then reload the page.")
+# --8<-- [end:page-run]
