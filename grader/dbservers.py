@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
 import pwd
@@ -33,6 +34,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -433,6 +435,85 @@ def _socket_dir(workdir: Path) -> Path:
 # --- Postgres ----------------------------------------------------------------------------------
 
 
+def _prepare_workdir(kind: str, workdir: Path | None) -> tuple[Path, bool]:
+    """The server's folder (a new temp one when None), owned by the server's system user."""
+    throwaway = workdir is None
+    if workdir is None:
+        workdir = Path(tempfile.mkdtemp(prefix=f"grader-{kind}-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.chmod(workdir, 0o755)
+    _chown_for(kind, workdir)
+    return workdir, throwaway
+
+
+def _initialize(kind: str, cmd: list[str], workdir: Path, throwaway: bool) -> None:
+    """Run the data directory's one-time setup (initdb, mariadb-install-db) as the server's user."""
+    env = _setup_env(workdir)
+    init = subprocess.run(
+        cmd, cwd=workdir, env=env, capture_output=True, text=True, **_run_as(kind)
+    )
+    if init.returncode != 0:
+        if throwaway:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise DatabaseUnavailable(
+            f"{Path(cmd[0]).name} failed (exit {init.returncode}):\n"
+            f"{(init.stdout + init.stderr)[-1500:]}"
+        )
+
+
+def _launch(
+    kind: str,
+    command: Callable[[int], list[str]],
+    probe: Callable[[int], None],
+    workdir: Path,
+    port: int | None,
+    timeout: float,
+    throwaway: bool,
+) -> tuple[subprocess.Popen, int]:
+    """Start the server on `port` (or a free one, retried if another process takes it first)."""
+    log_path = workdir / "server.log"
+    attempts = 1 if port else 3
+    for attempt in range(attempts):
+        chosen = port or free_port()
+        with log_path.open("a") as log:
+            proc = subprocess.Popen(
+                command(chosen),
+                cwd=workdir,
+                env=_setup_env(workdir),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **_run_as(kind),
+            )
+        try:
+            _wait_until(
+                kind, proc, log_path, functools.partial(probe, chosen), timeout, f"port {chosen}"
+            )
+            return proc, chosen
+        except DatabaseUnavailable:
+            if attempt + 1 < attempts and "already in use" in _tail(log_path, 8):
+                continue
+            if throwaway:
+                shutil.rmtree(workdir, ignore_errors=True)
+            raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _register(server: Server, bootstrap: Callable[[], None] | None) -> Server:
+    """Track the server for clean-up and, on a fresh data directory, create its login user."""
+    _STARTED.append(server)
+    if bootstrap is not None:
+        try:
+            bootstrap()
+        except Exception as exc:
+            server.stop()
+            raise DatabaseUnavailable(
+                f"{LABELS[server.kind]} started but creating the user failed: {_first_line(exc)}"
+            ) from exc
+    return server
+
+
 def start_postgres(
     workdir: Path | None = None,
     port: int | None = None,
@@ -453,105 +534,48 @@ def start_postgres(
             "no Postgres server binaries here (no `initdb`/`postgres` found). "
             + how_to_get("postgres")
         )
-    as_user = _run_as("postgres")
-    throwaway = workdir is None
-    if workdir is None:
-        workdir = Path(tempfile.mkdtemp(prefix="grader-pg-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    os.chmod(workdir, 0o755)
-    _chown_for("postgres", workdir)
+    workdir, throwaway = _prepare_workdir("postgres", workdir)
     data = workdir / "data"
     sockdir = _socket_dir(workdir)
     _chown_for("postgres", sockdir)
-    log_path = workdir / "server.log"
     password = password or _throwaway_password()
-    env = _setup_env(workdir)
     fresh = not (data / "PG_VERSION").exists()
     if fresh:
-        init = subprocess.run(
-            [
-                str(bindir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--no-locale",
-                "--auth-local=trust",  # the superuser only over the socket in our folder
-                "--auth-host=scram-sha-256",  # everyone else by password over TCP
-                *(["--no-sync"] if fast else []),
-            ],
-            cwd=workdir,
-            env=env,
-            capture_output=True,
-            text=True,
-            **as_user,
-        )
-        if init.returncode != 0:
-            if throwaway:
-                shutil.rmtree(workdir, ignore_errors=True)
-            raise DatabaseUnavailable(
-                f"initdb failed (exit {init.returncode}):\n{(init.stdout + init.stderr)[-1500:]}"
-            )
+        initdb = [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8"]
+        initdb += [
+            "--no-locale",
+            "--auth-local=trust",  # the superuser only over the socket in our folder
+            "--auth-host=scram-sha-256",  # everyone else by password over TCP
+            *(["--no-sync"] if fast else []),
+        ]
+        _initialize("postgres", initdb, workdir, throwaway)
     settings = ["listen_addresses=127.0.0.1", "max_connections=200"]
     if fast:  # a throwaway server's data may be lost on a crash: skip what makes it durable
         settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
-    attempts = 1 if port else 3
-    for attempt in range(attempts):
-        chosen = port or free_port()
-        with log_path.open("a") as log:
-            proc = subprocess.Popen(
-                [str(bindir / "postgres"), "-D", str(data), "-p", str(chosen), "-k", str(sockdir)]
-                + [arg for s in settings for arg in ("-c", s)],
-                cwd=workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                **as_user,
-            )
 
-        def probe(chosen: int = chosen) -> None:
-            import psycopg
+    def command(port: int) -> list[str]:
+        server = [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sockdir)]
+        return server + [arg for s in settings for arg in ("-c", s)]
 
-            psycopg.connect(
-                host=str(sockdir),
-                port=chosen,
-                user="postgres",
-                dbname="postgres",
-                connect_timeout=2,
-            ).close()
+    def probe(port: int) -> None:
+        import psycopg
 
-        try:
-            _wait_until("postgres", proc, log_path, probe, timeout, f"port {chosen}")
-            break
-        except DatabaseUnavailable:
-            if attempt + 1 < attempts and "already in use" in _tail(log_path, 5):
-                continue
-            if throwaway:
-                shutil.rmtree(workdir, ignore_errors=True)
-            raise
+        psycopg.connect(
+            host=str(sockdir), port=port, user="postgres", dbname="postgres", connect_timeout=2
+        ).close()
+
+    proc, chosen = _launch("postgres", command, probe, workdir, port, timeout, throwaway)
     server = Server(
         "postgres",
         make_sqlalchemy_url("postgres", user, password, "127.0.0.1", chosen, "postgres"),
         pid=proc.pid,
         workdir=workdir,
-        log_path=log_path,
+        log_path=workdir / "server.log",
         keep=keep,
         _proc=proc,
     )
-    _STARTED.append(server)
-    if fresh:
-        try:
-            _postgres_bootstrap(sockdir, chosen, user, password, database)
-        except Exception as exc:
-            server.stop()
-            raise DatabaseUnavailable(
-                f"Postgres started but creating the user failed: {_first_line(exc)}"
-            ) from exc
-    return server
+    bootstrap = lambda: _postgres_bootstrap(sockdir, chosen, user, password, database)  # noqa: E731
+    return _register(server, bootstrap if fresh else None)
 
 
 def _postgres_bootstrap(
@@ -597,46 +621,25 @@ def start_mysql(
             "no MariaDB/MySQL server binaries here (no `mariadbd` or `mysqld` found). "
             + how_to_get("mysql")
         )
-    as_user = _run_as("mysql")
-    throwaway = workdir is None
-    if workdir is None:
-        workdir = Path(tempfile.mkdtemp(prefix="grader-my-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    os.chmod(workdir, 0o755)
-    _chown_for("mysql", workdir)
+    workdir, throwaway = _prepare_workdir("mysql", workdir)
     data = workdir / "data"
     sockdir = _socket_dir(workdir)
     _chown_for("mysql", sockdir)
     sock = sockdir / "mysqld.sock"
-    log_path = workdir / "server.log"
     password = password or _throwaway_password()
-    env = _setup_env(workdir)
     fresh = not (data / "mysql").is_dir()
     if fresh:
         if binaries.installer is not None:
-            cmd = [
-                str(binaries.installer),
-                "--no-defaults",
-                f"--datadir={data}",
+            init = [str(binaries.installer), "--no-defaults", f"--datadir={data}"]
+            init += [
                 "--auth-root-authentication-method=normal",  # root, no password, socket only below
                 "--skip-test-db",
                 "--skip-name-resolve",
             ]
         else:  # Oracle MySQL
-            cmd = [
-                str(binaries.server),
-                "--no-defaults",
-                "--initialize-insecure",
-                f"--datadir={data}",
-            ]
-        init = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, **as_user)
-        if init.returncode != 0:
-            if throwaway:
-                shutil.rmtree(workdir, ignore_errors=True)
-            raise DatabaseUnavailable(
-                f"{Path(cmd[0]).name} failed (exit {init.returncode}):\n"
-                f"{(init.stdout + init.stderr)[-1500:]}"
-            )
+            init = [str(binaries.server), "--no-defaults", "--initialize-insecure"]
+            init += [f"--datadir={data}"]
+        _initialize("mysql", init, workdir, throwaway)
     settings = [
         "--bind-address=127.0.0.1",
         "--skip-name-resolve",
@@ -648,60 +651,28 @@ def start_mysql(
     ]
     if fast:
         settings += ["--innodb-flush-log-at-trx-commit=0", "--skip-log-bin", "--sync-binlog=0"]
-    attempts = 1 if port else 3
-    for attempt in range(attempts):
-        chosen = port or free_port()
-        with log_path.open("a") as log:
-            proc = subprocess.Popen(
-                [
-                    str(binaries.server),
-                    "--no-defaults",
-                    f"--datadir={data}",
-                    f"--port={chosen}",
-                    *settings,
-                ],
-                cwd=workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                **as_user,
-            )
 
-        def probe() -> None:
-            import pymysql
+    def command(port: int) -> list[str]:
+        server = [str(binaries.server), "--no-defaults", f"--datadir={data}"]
+        return [*server, f"--port={port}", *settings]
 
-            pymysql.connect(unix_socket=str(sock), user="root", connect_timeout=2).close()
+    def probe(port: int) -> None:
+        import pymysql
 
-        try:
-            _wait_until("mysql", proc, log_path, probe, timeout, f"port {chosen}")
-            break
-        except DatabaseUnavailable:
-            if attempt + 1 < attempts and "already in use" in _tail(log_path, 8):
-                continue
-            if throwaway:
-                shutil.rmtree(workdir, ignore_errors=True)
-            raise
+        pymysql.connect(unix_socket=str(sock), user="root", connect_timeout=2).close()
+
+    proc, chosen = _launch("mysql", command, probe, workdir, port, timeout, throwaway)
     server = Server(
         "mysql",
         make_sqlalchemy_url("mysql", user, password, "127.0.0.1", chosen, None),
         pid=proc.pid,
         workdir=workdir,
-        log_path=log_path,
+        log_path=workdir / "server.log",
         keep=keep,
         _proc=proc,
     )
-    _STARTED.append(server)
-    if fresh:
-        try:
-            _mysql_bootstrap(sock, user, password, database)
-        except Exception as exc:
-            server.stop()
-            raise DatabaseUnavailable(
-                f"MariaDB started but creating the user failed: {_first_line(exc)}"
-            ) from exc
-    return server
+    bootstrap = lambda: _mysql_bootstrap(sock, user, password, database)  # noqa: E731
+    return _register(server, bootstrap if fresh else None)
 
 
 def _mysql_bootstrap(sock: Path, user: str, password: str, database: str | None) -> None:
