@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,8 +157,9 @@ def run_app(chapter: int, solution: bool = True) -> Iterator[tuple[str, str]]:
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / f"ch{chapter:02d}-run.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "ASSISTANT_PROVIDER": "offline"}
-    # A shell's DATABASE_URL would point every test run at one database; let grader choose.
-    env.pop("DATABASE_URL", None)
+    # A fresh database per run: not the shell's DATABASE_URL, not a file in solutions/.
+    db_dir = Path(tempfile.mkdtemp(prefix="browser-db-"))
+    env["DATABASE_URL"] = f"sqlite:///{db_dir / 'messages.db'}"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             cmd,
@@ -175,6 +178,7 @@ def run_app(chapter: int, solution: bool = True) -> Iterator[tuple[str, str]]:
         yield backend_url, frontend_url
     finally:
         _stop(proc)
+        shutil.rmtree(db_dir, ignore_errors=True)
 
 
 @contextlib.contextmanager

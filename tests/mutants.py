@@ -1,0 +1,175 @@
+"""Wrong implementations as small, named changes to a solution, graded as a learner grades.
+
+A discrimination test needs code that is right in every way but one. Copying the solution once
+per fault would duplicate it and drift from it unnoticed, so a `Mutant` names its fault as changes
+to `solutions/<slug>/`, applied to a copy in a temporary folder:
+
+- `Edit(file, old, new)` replaces `old`, which must occur exactly once in the solution's file;
+- `Overlay(file, fixture, replaces)` appends a file of whole functions from
+  `tests/fixtures/wrong/` to the solution's file. A module runs top to bottom, so the appended
+  `def`s replace the solution's functions of the same names for every caller that looks them up
+  on the module (`store.load_history(...)`).
+
+Either way, a solution that changed under a mutant stops the test with a message saying which
+mutant no longer applies, instead of silently grading something else.
+
+`grade` runs `python -m grader check N --target DIR --json F` in a subprocess and returns the
+report's milestones by id; `assert_caught` checks that exactly the right milestone failed.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from grader import REPO_ROOT, dbservers
+from grader.manifest import load
+
+SOLUTIONS = REPO_ROOT / "solutions"
+WRONG = REPO_ROOT / "tests" / "fixtures" / "wrong"
+RIGHT = REPO_ROOT / "tests" / "fixtures" / "right"
+IN_CI = bool(os.environ.get("CI"))
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace `old`, which must occur exactly once in `file`, with `new`."""
+
+    file: str
+    old: str
+    new: str
+
+    def apply(self, root: Path, mutant: str) -> None:
+        path = root / self.file
+        text = path.read_text(encoding="utf-8")
+        count = text.count(self.old)
+        assert count == 1, (
+            f"mutant {mutant!r}: {self.old!r} occurs {count} times in {self.file} of the "
+            "solution, not once; update the mutant to the solution's current code"
+        )
+        path.write_text(text.replace(self.old, self.new), encoding="utf-8")
+
+
+def _functions(source: str) -> set[str]:
+    return {n.name for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)}
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """Append `tests/fixtures/wrong/<fixture>` to `file`; its functions `replaces` win."""
+
+    file: str
+    fixture: str
+    replaces: tuple[str, ...]
+
+    def apply(self, root: Path, mutant: str) -> None:
+        path = root / self.file
+        text = path.read_text(encoding="utf-8")
+        overlay = (WRONG / self.fixture).read_text(encoding="utf-8")
+        for what, source in (("the solution's " + self.file, text), (self.fixture, overlay)):
+            missing = set(self.replaces) - _functions(source)
+            assert not missing, (
+                f"mutant {mutant!r}: {what} defines no top-level function {sorted(missing)}; "
+                "update the mutant to the solution's current code"
+            )
+        path.write_text(f"{text}\n\n# --- overlay: {self.fixture} ---\n{overlay}", encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """A solution with one fault: milestone `fails` must fail with a `why` matching `says`."""
+
+    name: str
+    changes: tuple[Edit | Overlay, ...]
+    fails: str
+    says: str
+
+    def build(self, slug: str, parent: Path) -> Path:
+        target = parent / self.name
+        shutil.copytree(
+            SOLUTIONS / slug, target, ignore=shutil.ignore_patterns("__pycache__", "*.db*")
+        )
+        for change in self.changes:
+            change.apply(target, self.name)
+        return target
+
+    def param(self) -> Any:
+        """This mutant as a pytest parameter, named after it in the test id."""
+        return pytest.param(self, id=self.name)
+
+
+def require_database(db: str) -> None:
+    """Skip a check on a database server this machine cannot start; in CI, fail instead."""
+    if db == "sqlite" or dbservers.binaries_available(db) or os.environ.get(dbservers.ENV_URLS[db]):
+        return
+    message = f"no {db} server: {dbservers.how_to_get(db)}"
+    if IN_CI:
+        pytest.fail(f"CI must run the database tests; {message}")
+    pytest.skip(message)
+
+
+@dataclass
+class Graded:
+    returncode: int
+    output: str
+    milestones: dict[str, dict[str, Any]]
+
+    @property
+    def statuses(self) -> dict[str, str]:
+        return {mid: m["status"] for mid, m in self.milestones.items()}
+
+    def why(self, mid: str) -> str:
+        return self.milestones[mid]["rationale"]
+
+
+def grade(chapter: int, target: Path, tmp_path: Path, db: str = "sqlite") -> Graded:
+    """`python -m grader check CHAPTER --target TARGET --db DB --json ...`, as a learner runs it."""
+    require_database(db)
+    report = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "grader", "check", str(chapter), "--target", str(target)]
+    cmd += ["--db", db, "--json", str(report)]
+    proc = subprocess.run(
+        cmd, cwd=REPO_ROOT, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600
+    )
+    output = f"{proc.stdout}\n{proc.stderr}"
+    assert report.exists(), f"the grader wrote no JSON report:\n{output}"
+    data = json.loads(report.read_text(encoding="utf-8"))
+    return Graded(proc.returncode, output, {m["id"]: m for m in data["milestones"]})
+
+
+def dependents(chapter: int, mid: str) -> set[str]:
+    """The milestones that depend on `mid`, directly or through others (workbook.toml)."""
+    found: set[str] = set()
+    for m in load().chapter(chapter).milestones:  # listed in order: a dependency comes first
+        if mid in m.depends or found.intersection(m.depends):
+            found.add(m.id)
+    return found
+
+
+def assert_caught(graded: Graded, chapter: int, mutant: Mutant) -> None:
+    """`mutant.fails` failed for the right reason, its dependents were skipped, the rest passed."""
+    skipped = dependents(chapter, mutant.fails)
+    want = {
+        mid: "failed" if mid == mutant.fails else "skipped" if mid in skipped else "passed"
+        for mid in graded.milestones
+    }
+    assert graded.statuses == want, f"{mutant.name}:\n{graded.output}"
+    assert graded.returncode == 1, f"{mutant.name}: the check must exit 1\n{graded.output}"
+    why = graded.why(mutant.fails)
+    assert re.search(mutant.says, why, re.DOTALL), (
+        f"{mutant.name}: {mutant.fails} failed, but its why does not name the fault "
+        f"(/{mutant.says}/):\n{why}\nexpected: {graded.milestones[mutant.fails]['expected']}"
+        f"\nactual: {graded.milestones[mutant.fails]['actual']}"
+    )
+    for mid in skipped:
+        assert graded.why(mid).startswith("can't check until "), graded.why(mid)
