@@ -72,7 +72,10 @@ def main(argv: list[str]) -> int:
         return 0
     if task == "test":
         return run_tests(extra)
-    return subprocess.run([str(BIN / "grader"), "run", *extra], cwd=ROOT).returncode
+    # Become `grader run` (same PID): a signal meant for this command reaches the process that
+    # stops the backend and the page, even when it is not sent to the whole process group.
+    os.chdir(ROOT)
+    os.execv(BIN / "grader", [str(BIN / "grader"), "run", *extra])
 
 
 if __name__ == "__main__":

@@ -85,7 +85,8 @@ def run_app(chapter: Chapter, target: Path, args: argparse.Namespace) -> int:
             f"\n  backend:  {backend_url}  (API docs: {backend_url}/docs)\n"
             f"  frontend: http://127.0.0.1:{args.frontend_port}\n\n"
             f"Open the frontend and chat. Next: edit chapters/{chapter.slug}, then run "
-            f"`grader check {chapter.number}`. Ctrl-C stops both.\n",
+            f"`grader check {chapter.number}` (in another terminal, after `source .venv/bin/activate`). "
+            "Ctrl-C stops both.\n",
             flush=True,
         )
         while all(p.poll() is None for p in procs):
