@@ -155,6 +155,23 @@ def model_text(messages: list[dict[str, Any]]) -> str:
     )
 
 
+def expect_first_message(api: Api, thread_id: str, first: str, rationale: str) -> list[dict]:
+    """Ask "what was my first message?" and expect `first` quoted; returns the turn's messages.
+
+    The assistant knows only what the turn passed to respond(), so its quote proves the turn
+    loaded the whole thread from the database (not from memory, not a part of it).
+    """
+    _, asked = turn(api, "what was my first message?", thread_id)
+    answer = FIRST_RE.search(model_text(asked))
+    expect(
+        answer is not None and answer.group(1) == first,
+        rationale,
+        expected=f'Your first message was: "{first}"',
+        actual=model_text(asked),
+    )
+    return asked
+
+
 def user_texts(messages: list[dict[str, Any]]) -> list[str]:
     return [p["text"] for m in messages if m["role"] == "user" for p in m["parts"] if "text" in p]
 
@@ -642,14 +659,12 @@ def test_restarted_backends_keep_the_history(own_backends: list[Backend]):
                     actual=f"{len(got)} messages",
                 )
             explain_history(got, want, [], f"GET /history after the backend was {how}")
-            _, t3 = turn(api, "what was my first message?", tid)
-            answer = FIRST_RE.search(model_text(t3))
-            expect(
-                answer is not None and answer.group(1) == first,
+            t3 = expect_first_message(
+                api,
+                tid,
+                first,
                 f"after the backend was {how} the assistant did not see the earlier messages: "
                 "each turn must load the thread from the database before calling respond()",
-                expected=f'Your first message was: "{first}"',
-                actual=model_text(t3),
             )
             _, t4 = turn(api, "how many messages have I sent?", tid)
             count = COUNT_RE.search(model_text(t4))
@@ -887,13 +902,11 @@ def test_delete_clears_one_thread(shared_backend: Backend, api: Api):
         actual=f"{again.status_code}: {shorten(again.text)}",
     )
     turn(api, "A fresh start for thread A.", a)
-    _, a4 = turn(api, "what was my first message?", a)
-    answer = FIRST_RE.search(model_text(a4))
-    expect(
-        answer is not None and answer.group(1) == "A fresh start for thread A.",
+    expect_first_message(
+        api,
+        a,
+        "A fresh start for thread A.",
         "after clearing thread A the assistant still saw its old messages",
-        expected='Your first message was: "A fresh start for thread A."',
-        actual=model_text(a4),
     )
 
 

@@ -28,6 +28,7 @@ from sqlalchemy.pool import NullPool
 from grader.check import Api, expect, fail, shorten
 from grader.checks.ch03 import (
     FIRST_RE,
+    expect_first_message,
     explain_history,
     explain_rows,
     history,
@@ -222,16 +223,13 @@ def test_two_backends_serve_one_conversation(story: Story, apis: tuple[Api, Api]
             actual=f"{len(got)} messages",
         )
     explain_history(got, story.messages, [], where)
-    _, asked = turn(b, "what was my first message?", tid)
-    answer = FIRST_RE.search(model_text(asked))
-    expect(
-        answer is not None and answer.group(1) == FIRST_PROMPT,
+    story.messages += expect_first_message(
+        b,
+        tid,
+        FIRST_PROMPT,
         "the second backend did not quote the thread's first message: load the whole thread "
         "from the database before calling respond()",
-        expected=f'Your first message was: "{FIRST_PROMPT}"',
-        actual=model_text(asked),
     )
-    story.messages += asked
     explain_history(history(a, tid), story.messages, [], "GET /history on the first backend")
 
 
@@ -243,15 +241,12 @@ def test_a_restarted_backend_keeps_the_history(story: Story):
         explain_history(
             history(a, story.thread_id), story.messages, [], "GET /history after a restart"
         )
-        _, asked = turn(a, "what was my first message?", story.thread_id)
-        answer = FIRST_RE.search(model_text(asked))
-        expect(
-            answer is not None and answer.group(1) == FIRST_PROMPT,
+        story.messages += expect_first_message(
+            a,
+            story.thread_id,
+            FIRST_PROMPT,
             "after a restart the assistant did not quote the thread's first message",
-            expected=f'Your first message was: "{FIRST_PROMPT}"',
-            actual=model_text(asked),
         )
-        story.messages += asked
 
 
 @pytest.mark.milestone("4.1")
