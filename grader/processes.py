@@ -6,6 +6,7 @@ every process a check starts is registered so the plugin can stop it even when t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -36,17 +37,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def stop_pid(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left after `grace` seconds."""
-    if proc.poll() is not None:
-        return
+def _group_alive(pgid: int) -> bool:
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace)
+        os.killpg(pgid, 0)
     except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_pid(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left of it after `grace` seconds.
+
+    The whole group, not just `proc`: uvicorn's workers live in it and can outlive their
+    supervisor (one being respawned when the SIGTERM came), as can Streamlit's children.
+    """
+    if proc.poll() is not None and not _group_alive(proc.pid):
         return
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while (proc.poll() is None or _group_alive(proc.pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if proc.poll() is None or _group_alive(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=grace)
 
 
@@ -115,6 +131,13 @@ class Backend:
                         f"the backend exited with code {self.proc.returncode} before answering "
                         "GET /health",
                         self.log(),
+                    )
+                if self.workers and self.workers > 1 and "Traceback" in self.log(last=400):
+                    # uvicorn's supervisor outlives its workers and respawns them forever: a
+                    # worker's traceback before /health answers is a crash, not a slow start.
+                    self.stop()
+                    raise BackendError(
+                        "a backend worker crashed before GET /health answered", self.log()
                     )
                 try:
                     r = client.get(f"{self.url}/health")

@@ -8,9 +8,10 @@
         wait_for_chat_input(page).fill("roll 2d6+1")
 
 `run_app` starts `python -m grader run N` (the command behind the README's first step) on free
-ports, in its own process group, and stops it by PID. `launch_browser` uses Debian's Chromium at
-/usr/bin/chromium through Playwright; it never downloads a browser. Without Chromium or
-Playwright the test is skipped locally and fails when `CI` is set.
+ports, in its own process group, and stops it by PID (with `running`, which test_docs_browser.py
+uses for its docs server too). `launch_browser` uses Debian's Chromium at /usr/bin/chromium
+through Playwright; it never downloads a browser. Without Chromium or Playwright the test is
+skipped locally and fails when `CI` is set.
 """
 
 from __future__ import annotations
@@ -95,11 +96,12 @@ def _alive(pid: int) -> bool:
 
 
 def _stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
-    """Stop `grader run` the way Ctrl-C does, so it stops the backend and the page itself.
+    """Stop `grader run` (or any process `running` started) the way Ctrl-C does.
 
-    `grader run` starts each of them in a session of its own, so signalling its process group
-    does not reach them: SIGINT lets it clean up. Whatever is still alive after `grace` seconds
-    (its group, and the groups of the children it started) is killed, by PID.
+    `grader run` starts the backend and the page each in a session of its own, so signalling its
+    process group does not reach them: SIGINT lets it stop them itself. Whatever is still alive
+    after `grace` seconds (its group, and the groups of the children it started) is killed, by
+    PID.
     """
     children = _children(proc.pid)
     if proc.poll() is None:
@@ -117,14 +119,16 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
                 os.killpg(child, signal.SIGKILL)
 
 
-def _wait_until(what: str, url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_until(
+    what: str, url: str, proc: subprocess.Popen[bytes], log: Path, program: str
+) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     last = "no answer yet"
     with httpx.Client(timeout=2.0) as client:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 pytest.fail(
-                    f"`grader run` exited with code {proc.returncode} before the {what} was "
+                    f"`{program}` exited with code {proc.returncode} before the {what} was "
                     f"up:\n{log.read_text(errors='replace')[-3000:]}",
                     pytrace=False,
                 )
@@ -144,6 +148,39 @@ def _wait_until(what: str, url: str, proc: subprocess.Popen[bytes], log: Path) -
 
 
 @contextlib.contextmanager
+def running(
+    cmd: list[str],
+    log_path: Path,
+    ready: dict[str, str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    program: str = "grader run",
+) -> Iterator[None]:
+    """Run `cmd` in a process group of its own for the `with` block, its output in `log_path`.
+
+    Before the block, each of `ready` ({what: URL}) answers 200; if `program` exits or a URL
+    does not answer in time, the test fails with the end of its log. It is stopped by PID after.
+    """
+    ARTIFACTS.mkdir(exist_ok=True)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        for what, url in ready.items():
+            _wait_until(what, url, proc, log_path, program)
+        yield
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
 def run_app(chapter: int, solution: bool = True) -> Iterator[tuple[str, str]]:
     """Start chapter `chapter` with `grader run`; yield `(backend_url, frontend_url)`.
 
@@ -154,30 +191,18 @@ def run_app(chapter: int, solution: bool = True) -> Iterator[tuple[str, str]]:
     cmd = [sys.executable, "-m", "grader", "run", str(chapter)]
     cmd += ["--solution"] if solution else []
     cmd += ["--backend-port", str(backend_port), "--frontend-port", str(frontend_port)]
-    ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / f"ch{chapter:02d}-run.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "ASSISTANT_PROVIDER": "offline"}
     # A fresh database per run: not the shell's DATABASE_URL, not a file in solutions/.
     db_dir = Path(tempfile.mkdtemp(prefix="browser-db-"))
     env["DATABASE_URL"] = f"sqlite:///{db_dir / 'messages.db'}"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     backend_url = f"http://127.0.0.1:{backend_port}"
     frontend_url = f"http://127.0.0.1:{frontend_port}"
+    ready = {"backend": f"{backend_url}/health", "page": f"{frontend_url}/_stcore/health"}
     try:
-        _wait_until("backend", f"{backend_url}/health", proc, log_path)
-        _wait_until("page", f"{frontend_url}/_stcore/health", proc, log_path)
-        yield backend_url, frontend_url
+        with running(cmd, log_path, ready, cwd=ROOT, env=env):
+            yield backend_url, frontend_url
     finally:
-        _stop(proc)
         shutil.rmtree(db_dir, ignore_errors=True)
 
 

@@ -2,7 +2,8 @@
 
 A discrimination test needs code that is right in every way but one. Copying the solution once
 per fault would duplicate it and drift from it unnoticed, so a `Mutant` names its fault as changes
-to `solutions/<slug>/`, applied to a copy in a temporary folder:
+to `solutions/<slug>/`, applied to a copy in a temporary folder (`derive` does the same for any
+folder: tests/conftest.py derives the grader's broken fixture chapters from a correct one):
 
 - `Edit(file, old, new)` replaces `old`, which must occur exactly once in the solution's file;
 - `Overlay(file, fixture, replaces)` appends a file of whole functions from
@@ -26,6 +27,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +57,7 @@ class Edit:
         count = text.count(self.old)
         assert count == 1, (
             f"mutant {mutant!r}: {self.old!r} occurs {count} times in {self.file} of the "
-            "solution, not once; update the mutant to the solution's current code"
+            "solution (or fixture) it edits, not once; update the mutant to its current code"
         )
         path.write_text(text.replace(self.old, self.new), encoding="utf-8")
 
@@ -85,6 +87,37 @@ class Overlay:
         path.write_text(f"{text}\n\n# --- overlay: {self.fixture} ---\n{overlay}", encoding="utf-8")
 
 
+# The grader's own fixture chapters (tests/fixtures/chapters/README.md): `passing/`, a correct
+# chapter 1, and copies of it with one fault each, built by tests/conftest.py's `fixture_chapter`.
+PASSING = REPO_ROOT / "tests" / "fixtures" / "chapters" / "passing"
+MAIN = "backend/main.py"
+CHAPTER_FAULTS = {
+    "failing": Edit(MAIN, 'return {"ping": "pong"}', 'return {"ping": "ping"}  # should be pong'),
+    "broken-health": Edit(
+        MAIN, 'return {"status": "ok"}', 'return {"status": STATUS}  # STATUS is never defined'
+    ),
+    "crashing": Edit(
+        MAIN, "app = FastAPI()", "app = FastAPI(title=TITLE)  # TITLE is never defined"
+    ),
+    "hangs": Edit(
+        MAIN,
+        "app = FastAPI()",
+        "import time\n\n"
+        "while True:  # a startup that waits forever (a lock, a server that never answers)\n"
+        "    time.sleep(1)\n\n"
+        "app = FastAPI()",
+    ),
+}
+
+
+def derive(source: Path, target: Path, changes: Iterable[Edit | Overlay], mutant: str) -> Path:
+    """Copy the folder `source` to `target` and apply `changes`, named `mutant` in any error."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.db*"))
+    for change in changes:
+        change.apply(target, mutant)
+    return target
+
+
 @dataclass(frozen=True)
 class Mutant:
     """A solution with one fault: milestone `fails` must fail with a `why` matching `says`."""
@@ -95,13 +128,8 @@ class Mutant:
     says: str
 
     def build(self, slug: str, parent: Path) -> Path:
-        target = parent / self.name
-        shutil.copytree(
-            SOLUTIONS / slug, target, ignore=shutil.ignore_patterns("__pycache__", "*.db*")
-        )
-        for change in self.changes:
-            change.apply(target, self.name)
-        return target
+        """`solutions/<slug>/` with this mutant's changes, in `parent/<name>`."""
+        return derive(SOLUTIONS / slug, parent / self.name, self.changes, self.name)
 
     def param(self) -> Any:
         """This mutant as a pytest parameter, named after it in the test id."""

@@ -16,16 +16,13 @@ error and prints "Syntax error in text" on the page. Screenshot: test-artifacts/
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
 import pytest
-from browser import ARTIFACTS, STARTUP_TIMEOUT, UI_TIMEOUT_MS, free_ports, launch_browser
+from browser import ARTIFACTS, UI_TIMEOUT_MS, free_ports, launch_browser, running
 from test_docs import DOCS, build, built_page, fenced_blocks, site  # noqa: F401 (fixtures)
 
 if TYPE_CHECKING:
@@ -87,41 +84,11 @@ REPORT = """
 def _serve(directory: Path) -> Iterator[str]:
     """`python -m http.server` on a free loopback port; yields its URL, stops it by PID."""
     (port,) = free_ports(1)
-    ARTIFACTS.mkdir(exist_ok=True)
-    log_path = ARTIFACTS / "docs-http.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-            cwd=directory,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"http.server exited with code {proc.returncode}:\n"
-                    + log_path.read_text(errors="replace")[-3000:],
-                    pytrace=False,
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=2.0).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"http.server did not answer {url} in {STARTUP_TIMEOUT:.0f} s")
-            time.sleep(0.1)
+    cmd = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    log_path = ARTIFACTS / "docs-http.log"
+    with running(cmd, log_path, {"docs site": url}, cwd=directory, program="http.server"):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 @pytest.fixture(scope="module")

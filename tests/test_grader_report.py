@@ -1,8 +1,10 @@
 """The grader's report, end to end: `grader check 1 --target` on small fixture chapters.
 
-Each fixture chapter is graded once per module (a grader run takes a few seconds) and the tests
-read that run's exit code, printed report and JSON. Under `pytest -n 2 --dist loadgroup` each
-fixture's tests stay on one worker, so the runs are shared and the two workers split them.
+The fixture chapters are tests/fixtures/chapters/passing and copies of it with one fault each,
+built once per run (tests/conftest.py). Each is graded once per module (a grader run takes a few
+seconds) and the tests read that run's exit code, printed report and JSON. Under
+`pytest -n 2 --dist loadgroup` each fixture's tests stay on one worker, so the runs are shared
+and the two workers split them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from grader import REPO_ROOT, cli, progress
 from grader.manifest import Chapter, Manifest, Milestone, load
 from grader.report import SYMBOLS, MilestoneResult, Report, render
 
-FIXTURES = Path("tests") / "fixtures" / "chapters"
 STARTER = REPO_ROOT / "chapters" / "01-baseline"
 
 TOP_LEVEL_KEYS = {
@@ -150,20 +151,14 @@ def _run(args: list[str], out: Path, code: str | None = None) -> GraderRun:
 
 
 @pytest.fixture(scope="module")
-def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-
-
-@pytest.fixture(scope="module")
-def graded(shared_tmp: Path) -> Callable[[str], GraderRun]:
-    """`graded(name)`: `grader check 1 --target tests/fixtures/chapters/NAME`, run once."""
+def graded(shared_tmp: Path, fixture_chapter: Callable[[str], Path]) -> Callable[[str], GraderRun]:
+    """`graded(name)`: `grader check 1 --target` the fixture chapter `name`, run once."""
     runs: dict[str, GraderRun] = {}
 
     def get(name: str) -> GraderRun:
         if name not in runs:
             out = shared_tmp / f"grader-report-{name}"
-            runs[name] = _run(["check", "1", "--target", str(FIXTURES / name)], out)
+            runs[name] = _run(["check", "1", "--target", str(fixture_chapter(name))], out)
         return runs[name]
 
     return get
@@ -189,6 +184,18 @@ def starter_run(shared_tmp: Path) -> tuple[GraderRun, Path]:
     return run, progress_dir
 
 
+def _shown(target: Path) -> str:
+    """How the report names a target: relative to the repository when it is inside it
+    (tests/fixtures/chapters/passing), else in full (the fixture chapters built in /tmp)."""
+    return str(target.relative_to(REPO_ROOT) if target.is_relative_to(REPO_ROOT) else target)
+
+
+def _line_number(path: Path, pattern: str) -> int:
+    """The number of the first line of `path` that matches `pattern`."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return next(n for n, line in enumerate(lines, 1) if re.search(pattern, line))
+
+
 # --- every fixture -----------------------------------------------------------------------------
 
 
@@ -205,14 +212,16 @@ def test_exit_code_and_statuses(graded: Callable[[str], GraderRun], name: str) -
 
 
 @pytest.mark.parametrize("name", fixture_params())
-def test_json_shape(graded: Callable[[str], GraderRun], name: str) -> None:
+def test_json_shape(
+    graded: Callable[[str], GraderRun], fixture_chapter: Callable[[str], Path], name: str
+) -> None:
     report = graded(name).report
     assert report is not None
     assert set(report) == TOP_LEVEL_KEYS
     assert report["format_version"] == 1
     assert report["chapter"] == 1
     assert report["slug"] == "01-baseline"
-    assert report["target"] == str((REPO_ROOT / FIXTURES / name).resolve())
+    assert report["target"] == str(fixture_chapter(name))
     assert report["db"] == "sqlite"
     statuses = [m["status"] for m in report["milestones"]]
     assert report["counts"] == {s: statuses.count(s) for s in set(statuses)}
@@ -236,12 +245,14 @@ def test_json_shape(graded: Callable[[str], GraderRun], name: str) -> None:
 
 
 @pytest.mark.parametrize("name", fixture_params())
-def test_printed_report(graded: Callable[[str], GraderRun], name: str) -> None:
+def test_printed_report(
+    graded: Callable[[str], GraderRun], fixture_chapter: Callable[[str], Path], name: str
+) -> None:
     run = graded(name)
     _, statuses, _ = EXPECTED[name]
     lines = run.stdout.splitlines()
     assert lines[0] == "Chapter 1 · Baseline: FastAPI + Streamlit"
-    assert lines[1] == f"  checking {FIXTURES / name} on sqlite"
+    assert lines[1] == f"  checking {_shown(fixture_chapter(name))} on sqlite"
     assert "\033[" not in run.stdout, "no colour codes when stdout is not a terminal"
     for mid, status in statuses.items():
         title = run.milestone(mid)["title"]
@@ -318,8 +329,12 @@ def test_failing_shows_expected_and_actual(graded: Callable[[str], GraderRun]) -
 
 
 @pytest.mark.xdist_group("grader-crashing")
-def test_crashing_shows_the_backends_traceback(graded: Callable[[str], GraderRun]) -> None:
+def test_crashing_shows_the_backends_traceback(
+    graded: Callable[[str], GraderRun], fixture_chapter: Callable[[str], Path]
+) -> None:
     run = graded("crashing")
+    main_py = fixture_chapter("crashing") / "backend" / "main.py"
+    crash = _line_number(main_py, r"^app = FastAPI\(title=TITLE\)")
     m = run.milestone("1.1")
     assert "Traceback (most recent call last)" in m["log"]
     assert "NameError: name 'TITLE' is not defined" in m["log"]
@@ -329,10 +344,7 @@ def test_crashing_shows_the_backends_traceback(graded: Callable[[str], GraderRun
     log_lines = [line for line in block.splitlines() if line.startswith("      | ")]
     # The last lines of the traceback: the learner's file and line, then the error.
     assert log_lines[-1] == "      | NameError: name 'TITLE' is not defined"
-    assert any(
-        re.search(r'File ".*crashing/backend/main\.py", line 5, in <module>', line)
-        for line in log_lines
-    )
+    assert f'      |   File "{main_py}", line {crash}, in <module>' in log_lines
     assert any("app = FastAPI(title=TITLE)" in line for line in log_lines)
     for mid in ("1.2", "1.3", "1.4"):
         assert run.milestone(mid)["log"] == ""
@@ -356,11 +368,6 @@ def test_broken_health_skips_the_dependents(graded: Callable[[str], GraderRun]) 
 # --- the real starter --------------------------------------------------------------------------
 
 
-def _todo_line(path: Path, todo: str) -> int:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return next(n for n, line in enumerate(lines, 1) if re.search(rf"#\s*TODO {todo}\b", line))
-
-
 @pytest.mark.xdist_group("grader-starter")
 def test_the_real_starter_fails_its_todo(starter_run: tuple[GraderRun, Path]) -> None:
     run, _ = starter_run
@@ -370,7 +377,7 @@ def test_the_real_starter_fails_its_todo(starter_run: tuple[GraderRun, Path]) ->
     statuses = {m["id"]: m["status"] for m in run.report["milestones"]}
     assert statuses == {"1.1": "passed", "1.2": "passed", "1.3": "passed", "1.4": "failed"}
     m = run.milestone("1.4")
-    line = _todo_line(STARTER / "backend" / "main.py", "1.4")
+    line = _line_number(STARTER / "backend" / "main.py", r"#\s*TODO 1\.4\b")
     assert len(m["todos"]) == 1
     assert m["todos"][0].startswith(f"TODO 1.4 in backend/main.py:{line}")
     assert "TODO 1.4" in m["rationale"] and "not done yet" in m["rationale"]
@@ -420,13 +427,16 @@ def test_check_a_folder_that_is_not_a_chapter(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-@pytest.fixture()
-def tmp_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point the grader's progress at a temporary folder, never the developer's `.grader/`."""
-    folder = tmp_path / ".grader"
+def _keep_progress_in(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the grader's progress at `folder`, never the developer's `.grader/`."""
     monkeypatch.setattr(progress, "PROGRESS_DIR", folder)
     monkeypatch.setattr(progress, "PROGRESS_FILE", folder / "progress.json")
     return folder
+
+
+@pytest.fixture()
+def tmp_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return _keep_progress_in(tmp_path / ".grader", monkeypatch)
 
 
 def test_status_with_no_progress(tmp_progress: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -456,15 +466,14 @@ def test_status_shows_progress(tmp_progress: Path, capsys: pytest.CaptureFixture
 
 
 @pytest.fixture()
-def tmp_repo(tmp_path: Path, tmp_progress: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def tmp_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A throwaway copy of chapter 1 for `grader reset`, so the real chapters/ is never touched."""
     from grader import starters
 
     root = tmp_path / "repo"
     starters.copy_tree(REPO_ROOT / "solutions" / "01-baseline", root / "solutions" / "01-baseline")
     starters.copy_tree(STARTER, root / "chapters" / "01-baseline")
-    monkeypatch.setattr(progress, "PROGRESS_DIR", root / ".grader")
-    monkeypatch.setattr(progress, "PROGRESS_FILE", root / ".grader" / "progress.json")
+    _keep_progress_in(root / ".grader", monkeypatch)
     monkeypatch.setattr(cli, "REPO_ROOT", root)
     real_write = starters.write
     monkeypatch.setattr(

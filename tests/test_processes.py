@@ -5,54 +5,51 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from mutants import PASSING
 
-from grader import REPO_ROOT
 from grader.processes import Backend, BackendError, free_port, start_all
 
-FIXTURES = REPO_ROOT / "tests" / "fixtures" / "chapters"
 
-
-def gone(pid: int) -> bool:
+def gone(pid: int, group: bool = False) -> bool:
+    """No process `pid` is left (with `group`: none in the process group `pid`)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
-def group_gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
+        (os.killpg if group else os.kill)(pid, 0)
     except ProcessLookupError:
         return True
     return False
 
 
 @pytest.fixture()
-def backends(tmp_path: Path) -> Iterator[list[Backend]]:
-    """Backends a test makes; each is stopped at the end, by PID, even when the test failed."""
+def backend(
+    tmp_path: Path, fixture_chapter: Callable[[str], Path]
+) -> Iterator[Callable[..., Backend]]:
+    """`backend(fixture="passing", **kw)`: a new, unstarted `Backend` of that fixture chapter.
+
+    Each one a test makes is stopped at the end, by PID, even when the test failed.
+    """
     made: list[Backend] = []
-    yield made
+
+    def make(fixture: str = "passing", **kw: Any) -> Backend:
+        b = Backend(
+            fixture_chapter(fixture),
+            tmp_path / f"b{len(made)}",
+            env={"ASSISTANT_PROVIDER": "offline"},
+            name=f"{fixture}-{len(made)}",
+            **kw,
+        )
+        made.append(b)
+        return b
+
+    yield make
     for b in made:
         b.stop()
-        assert b.proc is None or group_gone(b.proc.pid), f"{b.name} left processes behind"
-
-
-def make(backends: list[Backend], tmp_path: Path, fixture: str = "passing", **kw) -> Backend:
-    b = Backend(
-        FIXTURES / fixture,
-        tmp_path / f"b{len(backends)}",
-        env={"ASSISTANT_PROVIDER": "offline"},
-        name=f"{fixture}-{len(backends)}",
-        **kw,
-    )
-    backends.append(b)
-    return b
+        assert b.proc is None or gone(b.proc.pid, group=True), f"{b.name} left processes behind"
 
 
 def health(b: Backend) -> httpx.Response:
@@ -63,8 +60,8 @@ def test_free_port_is_bindable() -> None:
     assert 1024 < free_port() < 65536
 
 
-def test_start_restart_stop(backends: list[Backend], tmp_path: Path) -> None:
-    b = make(backends, tmp_path).start()
+def test_start_restart_stop(backend: Callable[..., Backend]) -> None:
+    b = backend().start()
     assert b.alive
     assert b.url == f"http://127.0.0.1:{b.port}"
     r = health(b)
@@ -94,12 +91,12 @@ def test_start_restart_stop(backends: list[Backend], tmp_path: Path) -> None:
         health(b)
 
 
-def test_kill_is_sigkill(backends: list[Backend], tmp_path: Path) -> None:
-    b = make(backends, tmp_path).start()
+def test_kill_is_sigkill(backend: Callable[..., Backend]) -> None:
+    b = backend().start()
     pid = b.proc.pid
     b.kill()
     assert b.proc.returncode == -signal.SIGKILL
-    assert gone(pid) and group_gone(pid)
+    assert gone(pid) and gone(pid, group=True)
     # SIGKILL runs no shutdown handlers: uvicorn never logs its shutdown.
     assert "Shutting down" not in b.log()
     b.kill()  # a dead backend: nothing to do
@@ -107,8 +104,8 @@ def test_kill_is_sigkill(backends: list[Backend], tmp_path: Path) -> None:
     assert health(b).status_code == 200
 
 
-def test_start_all_boots_in_parallel(backends: list[Backend], tmp_path: Path) -> None:
-    one, two = make(backends, tmp_path), make(backends, tmp_path)
+def test_start_all_boots_in_parallel(backend: Callable[..., Backend]) -> None:
+    one, two = backend(), backend()
     assert start_all([one, two]) == [one, two]
     assert one.port != two.port
     assert one.proc.pid != two.proc.pid
@@ -116,19 +113,19 @@ def test_start_all_boots_in_parallel(backends: list[Backend], tmp_path: Path) ->
     assert one.log_path != two.log_path
 
 
-def test_workers_are_stopped_with_their_parent(backends: list[Backend], tmp_path: Path) -> None:
-    b = make(backends, tmp_path, workers=2).start()
+def test_workers_are_stopped_with_their_parent(backend: Callable[..., Backend]) -> None:
+    b = backend(workers=2).start()
     pgid = b.proc.pid
     assert health(b).status_code == 200
     b.stop()
     deadline = time.monotonic() + 5
-    while not group_gone(pgid) and time.monotonic() < deadline:
+    while not gone(pgid, group=True) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert group_gone(pgid), "a worker outlived `stop()`"
+    assert gone(pgid, group=True), "a worker outlived `stop()`"
 
 
-def test_a_crash_at_import_reports_the_traceback(backends: list[Backend], tmp_path: Path) -> None:
-    b = make(backends, tmp_path, "crashing")
+def test_a_crash_at_import_reports_the_traceback(backend: Callable[..., Backend]) -> None:
+    b = backend("crashing")
     with pytest.raises(BackendError) as exc:
         b.start(timeout=20)
     assert "exited with code 1 before answering GET /health" in str(exc.value)
@@ -136,11 +133,21 @@ def test_a_crash_at_import_reports_the_traceback(backends: list[Backend], tmp_pa
     assert not b.alive
 
 
-def test_start_all_stops_every_backend_when_one_fails(
-    backends: list[Backend], tmp_path: Path
+def test_a_worker_crash_is_reported_without_waiting_out_the_timeout(
+    backend: Callable[..., Backend],
 ) -> None:
-    good = make(backends, tmp_path)
-    bad = make(backends, tmp_path, "crashing")
+    """uvicorn's supervisor respawns crashing workers forever: the grader must not wait on it."""
+    b = backend("crashing", workers=2)
+    with pytest.raises(BackendError) as exc:
+        b.start(timeout=60)
+    assert "a backend worker crashed before GET /health answered" in str(exc.value)
+    assert "NameError: name 'TITLE' is not defined" in exc.value.log
+    assert gone(b.proc.pid, group=True), "the supervisor or a worker outlived the failure"
+
+
+def test_start_all_stops_every_backend_when_one_fails(backend: Callable[..., Backend]) -> None:
+    good = backend()
+    bad = backend("crashing")
     with pytest.raises(BackendError):
         start_all([good, bad], timeout=20)
     assert not good.alive and not bad.alive
@@ -151,17 +158,17 @@ def test_everything_is_stopped_after_an_exception(tmp_path: Path) -> None:
     started: list[Backend] = []
     with pytest.raises(RuntimeError, match="a check blew up"):
         try:
-            started = start_all([Backend(FIXTURES / "passing", tmp_path / f"b{i}") for i in (1, 2)])
+            started = start_all([Backend(PASSING, tmp_path / f"b{i}") for i in (1, 2)])
             raise RuntimeError("a check blew up")
         finally:
             for b in started:
                 b.stop()
     assert len(started) == 2
-    assert all(gone(b.proc.pid) and group_gone(b.proc.pid) for b in started)
+    assert all(gone(b.proc.pid) and gone(b.proc.pid, group=True) for b in started)
 
 
-def test_a_wrong_health_status_fails_fast(backends: list[Backend], tmp_path: Path) -> None:
-    b = make(backends, tmp_path, "broken-health")
+def test_a_wrong_health_status_fails_fast(backend: Callable[..., Backend]) -> None:
+    b = backend("broken-health")
     began = time.monotonic()
     with pytest.raises(BackendError) as exc:
         b.start(timeout=30)
@@ -171,12 +178,12 @@ def test_a_wrong_health_status_fails_fast(backends: list[Backend], tmp_path: Pat
     assert not b.alive and gone(b.proc.pid)
 
 
-def test_a_backend_that_never_answers_times_out(backends: list[Backend], tmp_path: Path) -> None:
-    b = make(backends, tmp_path, "hangs")
+def test_a_backend_that_never_answers_times_out(backend: Callable[..., Backend]) -> None:
+    b = backend("hangs")
     began = time.monotonic()
     with pytest.raises(BackendError) as exc:
         b.start(timeout=2)
     assert time.monotonic() - began < 12  # the timeout, then at most the SIGTERM grace
     assert "did not answer GET /health with 200 within 2 s" in str(exc.value)
     assert not b.alive
-    assert gone(b.proc.pid) and group_gone(b.proc.pid)
+    assert gone(b.proc.pid) and gone(b.proc.pid, group=True)
