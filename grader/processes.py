@@ -37,14 +37,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _group_alive(pgid: int) -> bool:
+def _signal_zero(send, target: int) -> bool:
+    """Whether `send(target, 0)` finds a process: `os.kill` for a PID, `os.killpg` for a group."""
     try:
-        os.killpg(pgid, 0)
+        send(target, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # it exists, it is just not ours
         return True
     return True
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs; a zombie (only waiting to be reaped) counts as gone."""
+    if not _signal_zero(os.kill, pid):
+        return False
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+            return False
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    return _signal_zero(os.killpg, pgid)
 
 
 def stop_pid(proc: subprocess.Popen, grace: float = 5.0) -> None:

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
+from grader.processes import pid_alive
+
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
 
@@ -85,16 +87,6 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
     """Stop `grader run` (or any process `running` started) the way Ctrl-C does.
 
@@ -114,7 +106,7 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
     for child in children:
-        if _alive(child):
+        if pid_alive(child):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(child, signal.SIGKILL)
 
