@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from typing import Any, NoReturn
 
 import httpx
@@ -33,6 +34,20 @@ def expect(condition: bool, rationale: str, *, expected: Any = None, actual: Any
 def shorten(value: Any, limit: int = 600) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def user_message(prompt: str) -> dict[str, Any]:
+    """The `{role, parts}` message a prompt becomes (SPEC §2)."""
+    return {"role": "user", "parts": [{"text": prompt}]}
+
+
+def is_uuid(value: Any) -> bool:
+    """A UUID as JSON carries it: a string that `uuid.UUID` accepts."""
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return isinstance(value, str)
 
 
 class Api:

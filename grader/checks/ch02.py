@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from grader.check import Api, expect, fail, shorten
+from grader.check import Api, expect, fail, is_uuid, shorten, user_message
 from grader.frontend import PAGE_TIMEOUT, backend_env, open_page, rendered_messages, send
 
 ROLES = ("user", "model", "tool")
@@ -79,18 +79,6 @@ def text_of(message: dict[str, Any]) -> str:
     return " ".join(p["text"] for p in message["parts"] if "text" in p)
 
 
-def user(prompt: str) -> dict[str, Any]:
-    return {"role": "user", "parts": [{"text": prompt}]}
-
-
-def is_uuid(value: Any) -> bool:
-    try:
-        uuid.UUID(str(value))
-    except ValueError:
-        return False
-    return isinstance(value, str)
-
-
 # --- talking to the backend ------------------------------------------------------------------
 
 
@@ -111,7 +99,7 @@ def post_chat(api: Api, prompt: str, thread_id: str | None = None) -> tuple[str,
 def chat(api: Api, prompt: str, thread_id: str | None = None) -> tuple[str, list[Any]]:
     """One turn: `(thread_id, the assistant's messages)`; 2.1 checks the user's comes first."""
     thread_id, messages = post_chat(api, prompt, thread_id)
-    if messages and messages[0] == user(prompt):
+    if messages and messages[0] == user_message(prompt):
         messages = messages[1:]
     return thread_id, messages
 
@@ -188,12 +176,12 @@ def test_chat_answers_the_turn_as_messages(api):
                     expected={"role": "model", "parts": [{"text": "…"}]},
                     actual=message,
                 )
-        user_message = user(prompt)
+        sent = user_message(prompt)
         expect(
-            messages[0] == user_message and all(m["role"] != "user" for m in messages[1:]),
+            messages[0] == sent and all(m["role"] != "user" for m in messages[1:]),
             "POST /chat must answer the messages this turn added: the user's message first, "
             "then the assistant's",
-            expected=summary([user_message, {"role": "model", "parts": [{"text": "…"}]}]),
+            expected=summary([sent, {"role": "model", "parts": [{"text": "…"}]}]),
             actual=summary(messages),
         )
         expect(
@@ -295,7 +283,7 @@ def test_each_thread_has_only_its_own_messages(api):
         for name in ("A", "B"):
             prompt = prompts[name][turn]
             ids[name], messages = chat(api, prompt, ids[name])
-            want[name] += [user(prompt), *messages]
+            want[name] += [user_message(prompt), *messages]
     expect(
         ids["A"] != ids["B"],
         "two conversations started with thread_id null got the same thread id",
@@ -415,7 +403,7 @@ def test_a_dice_roll_is_call_response_and_answer(api):
         actual=text_of(turn[2]),
     )
     got = history(api, thread_id)
-    want = [user("roll 2d6+1"), *turn]
+    want = [user_message("roll 2d6+1"), *turn]
     expect(
         got == want,
         f"after a dice roll GET /history/<id> has {len(got)} messages; expected 4: your "

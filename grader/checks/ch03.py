@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from grader.check import TODO_IN_TEXT, Api, expect, fail, shorten
+from grader.check import TODO_IN_TEXT, Api, expect, fail, is_uuid, shorten, user_message
 from grader.processes import Backend, start_all
 
 if TYPE_CHECKING:
@@ -34,18 +34,6 @@ REQUIRED_COLUMNS = ("id", "thread_id", "role", "parts", "created_at")
 
 
 # --- talking to the backend ----------------------------------------------------------------
-
-
-def _user(prompt: str) -> dict[str, Any]:
-    return {"role": "user", "parts": [{"text": prompt}]}
-
-
-def _is_uuid(value: Any) -> bool:
-    try:
-        uuid.UUID(str(value))
-    except ValueError:
-        return False
-    return True
 
 
 def _same_thread(value: Any, thread_id: str) -> bool:
@@ -105,7 +93,7 @@ def turn(api: Api, prompt: str, thread_id: str | None) -> tuple[str, list[dict[s
         )
     body = _json_of(r, "POST /chat")
     expect(
-        isinstance(body, dict) and _is_uuid(body.get("thread_id")),
+        isinstance(body, dict) and is_uuid(body.get("thread_id")),
         "POST /chat must answer {thread_id, messages} with the thread's UUID",
         expected={"thread_id": thread_id or "a new UUID", "messages": ["..."]},
         actual=shorten(body),
@@ -118,8 +106,8 @@ def turn(api: Api, prompt: str, thread_id: str | None) -> tuple[str, list[dict[s
             expected=thread_id,
             actual=body["thread_id"],
         )
-    if not messages or messages[0] != _user(prompt):
-        messages = [_user(prompt), *messages]
+    if not messages or messages[0] != user_message(prompt):
+        messages = [user_message(prompt), *messages]
     expect(
         any(m["role"] == "model" for m in messages),
         "POST /chat answered without the assistant's messages: pass the history to respond()",
@@ -197,10 +185,18 @@ def listing(messages: list[dict[str, Any]]) -> str:
     return "\n".join(f"{n}. {_brief(m)}" for n, m in enumerate(messages, 1))
 
 
-def explain_history(got: list[dict], want: list[dict], others: list[dict], where: str) -> None:
-    """Fail with the most specific reason why `got` is not the thread's history `want`."""
+def explain_history(
+    got: list[dict], want: list[dict], others: list[dict], where: str, lost: str | None = None
+) -> None:
+    """Fail with the most specific reason why `got` is not the thread's history `want`.
+
+    `lost` is the rationale for a `got` that stops short of `want` (its last turns missing):
+    what that means depends on what happened just before, so the caller says it.
+    """
     if got == want:
         return
+    if lost and len(got) < len(want) and got == want[: len(got)]:
+        fail(lost, expected=f"{len(want)} messages", actual=f"{len(got)} messages")
     details = {
         "expected": listing(want),
         "actual": listing(got),
@@ -651,14 +647,14 @@ def test_restarted_backends_keep_the_history(own_backends: list[Backend]):
                     expected=f"the {len(want)} messages sent before",
                     actual=[],
                 )
-            if len(got) < len(want) and got == want[: len(got)]:
-                fail(
-                    f"turns the backend had answered were lost when it was {how}: commit each "
-                    "turn's transaction before answering",
-                    expected=f"{len(want)} messages",
-                    actual=f"{len(got)} messages",
-                )
-            explain_history(got, want, [], f"GET /history after the backend was {how}")
+            explain_history(
+                got,
+                want,
+                [],
+                f"GET /history after the backend was {how}",
+                lost=f"turns the backend had answered were lost when it was {how}: commit each "
+                "turn's transaction before answering",
+            )
             t3 = expect_first_message(
                 api,
                 tid,
@@ -698,7 +694,7 @@ def test_refresh_shows_the_whole_history(target: Path, own_backends: list[Backen
     at = page_ok(send(at, own_backend.url, first), f"after sending {first!r}")
     tid = at.query_params.get("thread_id")
     expect(
-        isinstance(tid, str) and _is_uuid(tid),
+        isinstance(tid, str) and is_uuid(tid),
         "after the first message the page must keep the thread id in the URL: "
         "st.query_params['thread_id'] = the thread_id POST /chat answered",
         expected="?thread_id=<uuid>",
@@ -782,7 +778,7 @@ def test_new_chat_starts_a_thread(target: Path, shared_backend: Backend, api: Ap
     at = page_ok(send(at, shared_backend.url, "hello from the new chat"), "sending in a new chat")
     new = at.query_params.get("thread_id")
     expect(
-        _is_uuid(new) and not _same_thread(new, old),
+        is_uuid(new) and not _same_thread(new, old),
         "after new_chat the next message must go to a new thread with its own id in the URL",
         expected=f"a thread id other than {old}",
         actual=dict(at.query_params),
@@ -814,14 +810,16 @@ def test_two_backends_serve_one_conversation(own_backends: list[Backend]):
             turns.append(messages)
             for j in (0, 1):
                 got = history(apis[j], tid)
-                if j != i and len(got) < len(want) and got == want[: len(got)]:
-                    fail(
-                        f"{names[j]} does not see the turn {names[i]} just stored: history is "
-                        "kept in process memory, not read from the database on every request",
-                        expected=f"{len(want)} messages",
-                        actual=f"{len(got)} messages",
-                    )
-                explain_history(got, want, [], f"GET /history on {names[j]}")
+                explain_history(
+                    got,
+                    want,
+                    [],
+                    f"GET /history on {names[j]}",
+                    lost=None
+                    if j == i
+                    else f"{names[j]} does not see the turn {names[i]} just stored: history is "
+                    "kept in process memory, not read from the database on every request",
+                )
         count = COUNT_RE.search(model_text(turns[3]))
         expect(
             count is not None and count.group(1) == "4",
