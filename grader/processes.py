@@ -72,13 +72,22 @@ def stop_pid(proc: subprocess.Popen, grace: float = 5.0) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while (proc.poll() is None or _group_alive(proc.pid)) and time.monotonic() < deadline:
+    if _wait_gone(proc, grace):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=grace)
+    _wait_gone(proc, grace)  # the killed members leave the group once they are reaped
+
+
+def _wait_gone(proc: subprocess.Popen, timeout: float) -> bool:
+    """Wait up to `timeout` for `proc` and every process of its group to be gone."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None or _group_alive(proc.pid):
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.05)
-    if proc.poll() is None or _group_alive(proc.pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=grace)
+    return True
 
 
 class Backend:

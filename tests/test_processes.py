@@ -25,6 +25,14 @@ def gone(pid: int, group: bool = False) -> bool:
     return False
 
 
+def group_gone_soon(pgid: int, seconds: float = 5) -> bool:
+    """Whether process group `pgid` empties within `seconds` (killed members must be reaped)."""
+    deadline = time.monotonic() + seconds
+    while not gone(pgid, group=True) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return gone(pgid, group=True)
+
+
 @pytest.fixture()
 def backend(
     tmp_path: Path, fixture_chapter: Callable[[str], Path]
@@ -118,10 +126,7 @@ def test_workers_are_stopped_with_their_parent(backend: Callable[..., Backend]) 
     pgid = b.proc.pid
     assert health(b).status_code == 200
     b.stop()
-    deadline = time.monotonic() + 5
-    while not gone(pgid, group=True) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert gone(pgid, group=True), "a worker outlived `stop()`"
+    assert group_gone_soon(pgid), "a worker outlived `stop()`"
 
 
 def test_a_crash_at_import_reports_the_traceback(backend: Callable[..., Backend]) -> None:
@@ -142,7 +147,7 @@ def test_a_worker_crash_is_reported_without_waiting_out_the_timeout(
         b.start(timeout=60)
     assert "a backend worker crashed before GET /health answered" in str(exc.value)
     assert "NameError: name 'TITLE' is not defined" in exc.value.log
-    assert gone(b.proc.pid, group=True), "the supervisor or a worker outlived the failure"
+    assert group_gone_soon(b.proc.pid), "the supervisor or a worker outlived the failure"
 
 
 def test_start_all_stops_every_backend_when_one_fails(backend: Callable[..., Backend]) -> None:
