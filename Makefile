@@ -17,7 +17,7 @@ check: setup
 	.venv/bin/grader check
 
 verify: setup
-	.venv/bin/grader verify
+	.venv/bin/grader dev verify
 
 starters: setup
-	.venv/bin/grader starters
+	.venv/bin/grader dev starters

@@ -44,11 +44,11 @@ def ensure_venv() -> None:
 
 
 def run_tests(extra: list[str]) -> int:
-    """ruff, the starters, `grader verify`, then the repository's own tests."""
+    """ruff, the starters, `grader dev verify`, then the repository's own tests."""
     steps = [
         [BIN / "ruff", "check", "."],
         [BIN / "ruff", "format", "--check", "."],
-        [BIN / "grader", "verify"],
+        [BIN / "grader", "dev", "verify"],
         [BIN / "python", "-m", "pytest", "-n", "2", "--dist", "loadgroup", *extra],
     ]
     for step in steps:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import shlex
+import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from grader import REPO_ROOT, progress, starters
 from grader.checking import run_checks
-from grader.manifest import Chapter, Manifest, ManifestError, load
-
-SYMBOLS = {"passed": "✓", "failed": "✗", "skipped": "–", "expected_failure": "◆"}
+from grader.manifest import DATABASE_KINDS, Chapter, Manifest, ManifestError, load
+from grader.report import Status
 
 
 def _chapter(manifest: Manifest, number: int | None) -> Chapter:
@@ -32,27 +34,66 @@ def _target(chapter: Chapter, solution: bool, target: str | None) -> Path:
     return REPO_ROOT / ("solutions" if solution else "chapters") / chapter.slug
 
 
-def cmd_status(manifest: Manifest, args: argparse.Namespace) -> int:
-    data = progress.load()
-    states = data.get("milestones", {})
-    current = progress.current_chapter(manifest, data)
-    width = max(len(f"{c.number}. {c.title}") for c in manifest.chapters)
-    for chapter in manifest.chapters:
-        done = sum(states.get(m.id) in ("passed", "expected_failure") for m in chapter.milestones)
-        total = len(chapter.milestones)
-        bar = "█" * round(10 * done / total) + "░" * (10 - round(10 * done / total))
-        pointer = "→" if chapter is current else " "
-        marks = " ".join(f"{SYMBOLS.get(states.get(m.id), '·')}{m.id}" for m in chapter.milestones)
-        name = f"{chapter.number}. {chapter.title}"
-        print(f"{pointer} {name:<{width}}  {bar} {done}/{total}  {marks}")
-    print()
-    if progress.chapter_done(current, data):
-        print("Every chapter is done. Well played.")
-    else:
-        print(
+def _mark(statuses: list[str | None]) -> str:
+    """One mark for several results: done only when all are, else the worst of them."""
+    if all(s in progress.DONE for s in statuses):
+        return Status(str(statuses[0])).symbol
+    worst = ("error", "failed", "unexpected_pass", "skipped")
+    return next((Status(s).symbol for s in worst if s in statuses), Status.NOT_RUN.symbol)
+
+
+def _next_step(current: Chapter, data: dict[str, Any]) -> str:
+    passed = [db for db in current.databases if progress.done_on(current, db, data)]
+    if not passed:
+        return (
             f"Next: chapter {current.number}. Read chapters/{current.slug}/README.md, then run "
             f"`grader check {current.number}` (or `grader watch {current.number}`)."
         )
+    missing = [db for db in current.databases if db not in passed]
+    first = missing[0]
+    if first == "sqlite":
+        command = f"`grader check {current.number}`"
+    else:
+        command = (
+            f"`grader check {current.number} --db {first}` (`grader db up {first}` starts a server)"
+        )
+    return (
+        f"Next: chapter {current.number} passes on {', '.join(passed)}; it is done once it "
+        f"passes on {' and '.join(missing)} too: {command}."
+    )
+
+
+def cmd_status(manifest: Manifest, args: argparse.Namespace) -> int:
+    data = progress.load()
+    current = progress.current_chapter(manifest, data)
+    width = max(len(f"{c.number}. {c.title}") for c in manifest.chapters)
+    for chapter in manifest.chapters:
+        # A chapter on several databases is done once every milestone passes on every one.
+        results = {m.id: progress.results(m.id, chapter, data) for m in chapter.milestones}
+        done = sum(
+            results[m.id].get(db) in progress.DONE
+            for m in chapter.milestones
+            for db in chapter.databases
+        )
+        total = len(chapter.milestones) * len(chapter.databases)
+        bar = "█" * round(10 * done / total) + "░" * (10 - round(10 * done / total))
+        pointer = "→" if chapter is current else " "
+        marks = " ".join(
+            f"{_mark([results[m.id].get(db) for db in chapter.databases])}{m.id}"
+            for m in chapter.milestones
+        )
+        if len(chapter.databases) > 1:
+            marks += "   " + "  ".join(
+                f"{db} {_mark([results[m.id].get(db) for m in chapter.milestones])}"
+                for db in chapter.databases
+            )
+        name = f"{chapter.number}. {chapter.title}"
+        print(f"{pointer} {name:<{width}}  {bar} {done}/{total}  {marks}")
+    print()
+    if all(progress.chapter_done(c, data) for c in manifest.chapters):
+        print("Every chapter is done. Well played.")
+    else:
+        print(_next_step(current, data))
     return 0
 
 
@@ -75,7 +116,7 @@ def cmd_check(manifest: Manifest, args: argparse.Namespace) -> int:
         print(f"grader: the checks did not produce a report (pytest exit code {run.returncode})")
         return run.returncode or 1
     if target == REPO_ROOT / "chapters" / chapter.slug:
-        progress.record(run.report)
+        progress.record(run.report, chapter.databases)
     return run.returncode
 
 
@@ -88,13 +129,31 @@ def cmd_hint(manifest: Manifest, args: argparse.Namespace) -> int:
     return 0
 
 
+def _shown(path: Path) -> str:
+    """`path` as a shell argument that works from here: relative when under the current folder."""
+    here = Path.cwd()
+    return shlex.quote(str(path.relative_to(here) if path.is_relative_to(here) else path))
+
+
 def cmd_reset(manifest: Manifest, args: argparse.Namespace) -> int:
     chapter = _chapter(manifest, args.chapter)
     folder = REPO_ROOT / "chapters" / chapter.slug
     if not args.yes:
-        answer = input(
-            f"Restore chapters/{chapter.slug} to its starter? Your code is backed up first. [y/N] "
-        )
+        if sys.stdin is None or not sys.stdin.isatty():
+            print(
+                f"grader: there is no terminal to ask whether to reset chapter {chapter.number}, "
+                f"so nothing changed. To reset it anyway (your code is backed up first): "
+                f"grader reset {chapter.number} --yes",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            answer = input(
+                f"Restore chapters/{chapter.slug} to its starter? "
+                "Your code is backed up first. [y/N] "
+            )
+        except EOFError:  # Ctrl-D at the question
+            answer = ""
         if answer.strip().lower() not in ("y", "yes"):
             print("Nothing changed.")
             return 1
@@ -103,7 +162,12 @@ def cmd_reset(manifest: Manifest, args: argparse.Namespace) -> int:
         starters.copy_tree(folder, backup)
         print(f"Backed up your code to {backup.relative_to(REPO_ROOT)}")
     starters.write(manifest, only=chapter.number)
+    # The old results describe code that is gone: the chapter starts over in `grader status`.
+    progress.forget(chapter)
     print(f"chapters/{chapter.slug} is back to its starter.")
+    print("Its results in `grader status` are cleared: they described the code you had.")
+    if backup.exists():
+        print(f"To get your code back: cp -r {_shown(backup)}/. {_shown(folder)}/")
     return 0
 
 
@@ -111,35 +175,66 @@ def cmd_solution(manifest: Manifest, args: argparse.Namespace) -> int:
     chapter = _chapter(manifest, args.chapter)
     data = progress.load()
     if not progress.chapter_done(chapter, data) and not args.force:
+        where = f" on {', '.join(chapter.databases)}" if len(chapter.databases) > 1 else ""
         print(
             f"Chapter {chapter.number}'s solution opens once `grader check {chapter.number}` "
-            "passes; working it out is the point. (`--force` shows it anyway.)"
+            f"passes{where}; working it out is the point. (`--force` shows it anyway.)"
         )
         return 1
     mine = REPO_ROOT / "chapters" / chapter.slug
     theirs = REPO_ROOT / "solutions" / chapter.slug
-    print(f"The solution is in solutions/{chapter.slug}/. Differences from your code:\n")
+    diff: list[str] = []
     for path in sorted(theirs.rglob("*.py")):
         rel = path.relative_to(theirs)
         ours = mine / rel
         a = ours.read_text(encoding="utf-8").splitlines() if ours.exists() else []
         b = starters.clean_solution(path.read_text(encoding="utf-8")).splitlines()
-        for line in difflib.unified_diff(a, b, f"yours/{rel}", f"solution/{rel}", lineterm=""):
-            print(line)
+        diff += difflib.unified_diff(a, b, f"yours/{rel}", f"solution/{rel}", lineterm="")
+    if not diff:
+        print(
+            f"The solution is in solutions/{chapter.slug}/. Your code is the same as the solution."
+        )
+        return 0
+    print(f"The solution is in solutions/{chapter.slug}/. Differences from your code:\n")
+    print("\n".join(diff))
     return 0
 
 
-def cmd_starters(manifest: Manifest, args: argparse.Namespace) -> int:
+def _check_starters(manifest: Manifest) -> int:
+    drifts = starters.check(manifest)
+    for d in drifts:
+        print(f"{d.path}: {d.diff}")
+    if drifts:
+        print(
+            "chapters/ is not what solutions/ generates (TODO ids must also match workbook.toml): "
+            "fix solutions/ or workbook.toml, then run `grader dev starters`."
+        )
+        return 1
+    print("chapters/ is in sync with solutions/.")
+    return 0
+
+
+def cmd_dev_starters(manifest: Manifest, args: argparse.Namespace) -> int:
     try:
         if args.check:
-            drifts = starters.check(manifest)
-            for d in drifts:
-                print(f"{d.path}: {d.diff}")
-            if drifts:
-                print("chapters/ differs from what solutions/ generates: run `grader starters`.")
-                return 1
-            print("chapters/ is in sync with solutions/.")
-            return 0
+            return _check_starters(manifest)
+        edited = starters.edited(manifest)
+        if edited and not args.force:
+            print("grader: these files of chapters/ hold edits (they are not what was generated):")
+            for path in edited:
+                print(f"  {path.relative_to(REPO_ROOT)}")
+            print(
+                "Nothing changed. `grader dev starters --force` backs them up under "
+                ".grader/backups/, then regenerates."
+            )
+            return 1
+        if edited:
+            backup = progress.backup_dir("starters")
+            for path in edited:
+                dest = backup / path.relative_to(REPO_ROOT / "chapters")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, dest)
+            print(f"Backed up {len(edited)} edited file(s) to {backup.relative_to(REPO_ROOT)}/")
         touched = starters.write(manifest)
     except starters.StarterError as exc:
         raise SystemExit(f"grader: {exc}") from None
@@ -161,10 +256,32 @@ def cmd_run(manifest: Manifest, args: argparse.Namespace) -> int:
     return run_app(chapter, _target(chapter, args.solution, args.target), args)
 
 
-def cmd_verify(manifest: Manifest, args: argparse.Namespace) -> int:
+def cmd_dev_verify(manifest: Manifest, args: argparse.Namespace) -> int:
     from grader.verify import verify
 
     return verify(manifest, databases=args.db, chapters=args.chapters, jobs=args.jobs)
+
+
+def cmd_dev_new(manifest: Manifest, args: argparse.Namespace) -> int:
+    from grader.scaffold import ScaffoldError, new_chapter
+
+    try:
+        written = new_chapter(manifest, args.number, args.slug)
+    except (ScaffoldError, starters.StarterError) as exc:
+        raise SystemExit(f"grader: {exc}") from None
+    print(f"Scaffolded chapter {args.number}:")
+    for path in written:
+        print(f"  {path.relative_to(REPO_ROOT)}")
+    print(
+        f"Next: write its milestones in workbook.toml, its exercises (TODO {args.number}.1 is a "
+        f"placeholder) in solutions/, its checks in grader/checks/ch{args.number:02d}.py and its "
+        "page in docs/chapters/; then `grader dev starters` and `grader dev verify`."
+    )
+    return 0
+
+
+def cmd_dev(manifest: Manifest, args: argparse.Namespace) -> int:
+    return DEV_COMMANDS[args.dev_command](manifest, args)
 
 
 def cmd_db(manifest: Manifest, args: argparse.Namespace) -> int:
@@ -185,14 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--solution", action="store_true", help="check solutions/ instead")
     where.add_argument("--target", help="check any folder laid out like a chapter")
-    p.add_argument("--db", default="sqlite", choices=("sqlite", "postgres", "mysql"))
+    p.add_argument("--db", default="sqlite", choices=DATABASE_KINDS)
     p.add_argument("--json", help="write the report as JSON to this file")
     p.add_argument("--require-all", action="store_true", help="a check that cannot run fails")
 
     p = sub.add_parser("watch", help="re-check a chapter on every save")
     p.add_argument("chapter", type=int, nargs="?")
     p.add_argument("--target")
-    p.add_argument("--db", default="sqlite", choices=("sqlite", "postgres", "mysql"))
+    p.add_argument("--db", default="sqlite", choices=DATABASE_KINDS)
     p.add_argument("--poll", action="store_true", help="poll for changes (WSL, network drives)")
 
     p = sub.add_parser("hint", help="the hint of one milestone")
@@ -212,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--solution", action="store_true")
     where.add_argument("--target")
     p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--db", default="sqlite", choices=("sqlite", "postgres", "mysql"))
+    p.add_argument("--db", default="sqlite", choices=DATABASE_KINDS)
     p.add_argument("--backend-port", type=int, default=8000)
     p.add_argument("--frontend-port", type=int, default=8501)
 
@@ -224,13 +341,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="with wait: the database to wait for (default: DATABASE_URL)")
     p.add_argument("--timeout", type=float, default=60, help="with wait: seconds (default 60)")
 
-    p = sub.add_parser("verify", help="maintainers: solutions pass, starters fail, all in sync")
-    p.add_argument("--db", action="append", choices=("sqlite", "postgres", "mysql"))
+    dev = sub.add_parser("dev", help="maintainers: regenerate starters, verify, add a chapter")
+    devsub = dev.add_subparsers(dest="dev_command", metavar="{starters,verify,new}", required=True)
+    p = devsub.add_parser("starters", help="regenerate chapters/ from solutions/")
+    p.add_argument(
+        "--check", action="store_true", help="only report differences and TODO mismatches"
+    )
+    p.add_argument("--force", action="store_true", help="back up edited files, then overwrite them")
+
+    p = devsub.add_parser("verify", help="solutions pass, starters fail, all in sync")
+    p.add_argument("--db", action="append", choices=DATABASE_KINDS)
     p.add_argument("--chapter", dest="chapters", type=int, action="append")
     p.add_argument("--jobs", type=int, default=2, help="checks run at once")
 
-    p = sub.add_parser("starters", help="regenerate chapters/ from solutions/")
-    p.add_argument("--check", action="store_true", help="only report differences")
+    p = devsub.add_parser("new", help="scaffold the next chapter")
+    p.add_argument("number", type=int)
+    p.add_argument("slug", help="e.g. scale-out (the folder becomes NN-scale-out)")
     return parser
 
 
@@ -243,9 +369,9 @@ COMMANDS = {
     "solution": cmd_solution,
     "run": cmd_run,
     "db": cmd_db,
-    "verify": cmd_verify,
-    "starters": cmd_starters,
+    "dev": cmd_dev,
 }
+DEV_COMMANDS = {"starters": cmd_dev_starters, "verify": cmd_dev_verify, "new": cmd_dev_new}
 
 
 def main(argv: list[str] | None = None) -> int:

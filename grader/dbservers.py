@@ -43,7 +43,7 @@ from sqlalchemy import URL, create_engine, make_url, text
 from sqlalchemy.pool import NullPool
 
 from grader import REPO_ROOT
-from grader.processes import pid_alive
+from grader.toolkit.procs import free_port, pid_alive
 
 KINDS = ("postgres", "mysql")
 LABELS = {"postgres": "Postgres", "mysql": "MariaDB/MySQL"}
@@ -183,12 +183,6 @@ def binaries_available(kind: str) -> bool:
 
 
 # --- processes ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -12,6 +12,7 @@ from grader import REPO_ROOT
 
 FORMAT_VERSION = 1
 KINDS = ("exercise", "demo")
+DATABASE_KINDS = ("sqlite", "postgres", "mysql")
 MANIFEST_PATH = REPO_ROOT / "workbook.toml"
 
 
@@ -24,11 +25,12 @@ class Milestone:
     id: str
     title: str
     kind: str
-    hint: str
+    hint: str  # code-level: shown only by `grader hint N.M`
     docs: str
     depends: tuple[str, ...] = ()
     todos: tuple[str, ...] = ()
     lesson: str = ""
+    nudge: str = ""  # one conceptual line, printed under a failure
 
     @property
     def chapter(self) -> int:
@@ -124,12 +126,14 @@ def _milestone(raw: Any, where: str, chapter: int) -> Milestone:
         depends=_strings(raw, "depends", where),
         todos=_strings(raw, "todos", where),
         lesson=_get(raw, "lesson", str, where, ""),
+        nudge=_get(raw, "nudge", str, where, ""),
     )
     if kind == "demo" and not milestone.lesson:
         raise ManifestError(f"workbook.toml: {where}.lesson is missing (every demo teaches one)")
     if kind == "demo" and milestone.todos:
         raise ManifestError(f"workbook.toml: {where}.todos must be empty for a demo")
-    unknown = set(raw) - {"id", "title", "kind", "hint", "docs", "depends", "todos", "lesson"}
+    known = {"id", "title", "kind", "hint", "nudge", "docs", "depends", "todos", "lesson"}
+    unknown = set(raw) - known
     if unknown:
         raise ManifestError(f"workbook.toml: {where} has unknown field(s) {sorted(unknown)}")
     return milestone
@@ -165,7 +169,7 @@ def parse(data: dict[str, Any], root: Path = REPO_ROOT) -> Manifest:
             raise ManifestError(f"workbook.toml: {where}.slug: solutions/{slug}/ does not exist")
         databases = _strings(raw, "databases", where) or ("sqlite",)
         for db in databases:
-            if db not in ("sqlite", "postgres", "mysql"):
+            if db not in DATABASE_KINDS:
                 raise ManifestError(
                     f"workbook.toml: {where}.databases: unknown database {db!r} "
                     "(sqlite, postgres or mysql)"

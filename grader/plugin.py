@@ -1,12 +1,16 @@
 """The pytest plugin behind `grader check`: milestones, dependencies, fixtures and the report.
 
-Checks are ordinary pytest tests marked `@pytest.mark.milestone("3.2")`. This plugin runs them in
-manifest order, skips a milestone whose dependency failed, maps test outcomes onto milestones, and
-prints a check50-style report instead of pytest's own output.
+Checks are functions decorated `@milestone("3.2")` (grader.toolkit.milestone), collected whatever
+their name. This plugin runs them in manifest order, skips a check whose milestone dependency or
+`after=` check did not pass (as blocked, with `blocked_by`), passes a check's return value to the
+checks that depend on it, keeps a step log per check, and prints a check50-style report instead
+of pytest's own output. An exception that is not a check failure is the grader's own fault and is
+reported as `error`, never blamed on the learner.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -17,17 +21,20 @@ from typing import Any
 import pytest
 
 from grader import REPO_ROOT
-from grader.check import Api, CheckFailed
 from grader.databases import Databases, DatabaseUnavailable
-from grader.manifest import Chapter, Manifest, load
-from grader.processes import Backend, BackendError, start_all
-from grader.report import MilestoneResult, Report, render
+from grader.manifest import DATABASE_KINDS, Chapter, Manifest, load
+from grader.report import MilestoneResult, Report, Status, render
+from grader.toolkit import steps
+from grader.toolkit.chat import ChatApi
+from grader.toolkit.expect import CheckFailed
+from grader.toolkit.milestone import Blocked, depends_on, milestone_of
+from grader.toolkit.procs import Backend, BackendError, start_all
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("grader")
     group.addoption("--target", help="chapter folder to check (default: chapters/<slug>)")
-    group.addoption("--db", default="sqlite", choices=("sqlite", "postgres", "mysql"))
+    group.addoption("--db", default="sqlite", choices=DATABASE_KINDS)
     group.addoption("--grader-json", help="also write the report as JSON to this file")
     group.addoption(
         "--require-all",
@@ -49,7 +56,8 @@ class State:
         self.results: dict[str, MilestoneResult] = {}
         self.backends: list[Backend] = []
         self.log_marks: dict[int, int] = {}
-        self.collect_errors: list[str] = []
+        # check name -> what it returned, for the checks that declared `after=` it
+        self.outputs: dict[str, Any] = {}
 
 
 STATE = pytest.StashKey[State]()
@@ -69,6 +77,14 @@ def _milestone_of(item: pytest.Item) -> str | None:
     return mark.args[0] if mark else None
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: Any) -> Any:
+    """A milestone check is collected whatever its name: its docstring is its title."""
+    if inspect.isfunction(obj) and milestone_of(obj) and not name.startswith("test"):
+        return pytest.Function.from_parent(collector, name=name, callobj=obj)
+    return None
+
+
 def pytest_collectreport(report: pytest.CollectReport) -> None:
     if report.failed:
         # Collection errors would otherwise vanish with pytest's terminal output switched off.
@@ -84,7 +100,7 @@ def pytest_collection_modifyitems(
     }
     unmarked = [item.nodeid for item in items if _milestone_of(item) is None]
     if unmarked:
-        raise pytest.UsageError(f"checks without @pytest.mark.milestone: {unmarked}")
+        raise pytest.UsageError(f"checks without @milestone: {unmarked}")
     if len(chapters) != 1:
         raise pytest.UsageError(f"run one chapter's checks at a time (got chapters {chapters})")
     state.chapter = state.manifest.chapter(chapters.pop())
@@ -101,37 +117,42 @@ def pytest_collection_modifyitems(
     selected = {_milestone_of(i) for i in items}
     for mid, result in state.results.items():
         if mid not in selected:
-            result.status = "not_run"
+            result.status = Status.NOT_RUN
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before the fixtures: a blocked check boots no backend."""
     state = _state(item.config)
+    steps.begin()
     milestone = state.chapter.milestone(_milestone_of(item))
     for dep in milestone.depends:
         result = state.results.get(dep)
-        if result is not None and result.status in ("failed", "skipped"):
-            pytest.skip(f"can't check until {dep} passes")
-    if state.results[milestone.id].status == "failed":
+        if result is not None and result.status in (Status.FAILED, Status.SKIPPED, Status.ERROR):
+            raise Blocked(dep)
+    after = depends_on(getattr(item, "obj", None))
+    if after is not None and after.__name__ not in state.outputs:
+        raise Blocked(milestone_of(after), after.__name__)
+    if state.results[milestone.id].status in (Status.FAILED, Status.ERROR):
         pytest.skip("an earlier check of this milestone already failed")
     for b in state.backends:
         state.log_marks[id(b)] = b.log_offset_now()
 
 
-def _failure_details(call: pytest.CallInfo, item: pytest.Item) -> dict[str, Any]:
-    exc = call.excinfo.value if call.excinfo else None
-    if isinstance(exc, CheckFailed):
-        return {"rationale": exc.rationale, "expected": exc.expected, "actual": exc.actual}
-    if isinstance(exc, BackendError):
-        return {"rationale": str(exc), "log": exc.log}
-    if isinstance(exc, DatabaseUnavailable):
-        return {"rationale": str(exc)}
-    if isinstance(exc, AssertionError):
-        return {"rationale": str(exc).splitlines()[0] if str(exc) else "a check failed"}
-    if isinstance(exc, NotImplementedError):
-        return {"rationale": f"{exc} is not done yet"}
-    name = type(exc).__name__ if exc else "error"
-    return {"rationale": f"the check stopped on {name}: {exc}"}
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool:
+    """Call the check with its fixtures (and its `after=` check's value); keep what it returns."""
+    state = _state(pyfuncitem.config)
+    check = pyfuncitem.obj
+    fixtures = {n: pyfuncitem.funcargs[n] for n in inspect.signature(check).parameters}
+    after = depends_on(check)
+    given = (state.outputs[after.__name__],) if after is not None else ()
+    state.outputs[check.__name__] = check(*given, **fixtures)
+    return True
+
+
+# Exceptions that describe the learner's code (or a missing database server), not the grader.
+_REPORTED = (CheckFailed, BackendError, DatabaseUnavailable)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -139,21 +160,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     report = yield
     state = _state(item.config)
     result = state.results[_milestone_of(item)]
+    if call.when == "teardown" and not report.failed:
+        return report
     if report.skipped and call.when in ("setup", "call"):
-        reason = call.excinfo.value.msg if call.excinfo else "skipped"
-        if result.status in ("pending", "passed"):
-            result.status = "skipped"
-            result.rationale = reason
-    elif report.failed:
-        details = _failure_details(call, item)
-        if result.status != "failed":
-            result.status = "failed"
-            result.rationale = details["rationale"]
-            result.expected = details.get("expected")
-            result.actual = details.get("actual")
-            result.log = details.get("log") or _logs_since_setup(state)
-    elif report.passed and call.when == "call" and result.status == "pending":
-        result.status = "passed"
+        exc = call.excinfo.value if call.excinfo else None
+        if result.status in (Status.PENDING, Status.PASSED):
+            result.status = Status.SKIPPED
+            result.rationale = getattr(exc, "msg", None) or "skipped"
+            result.blocked_by = getattr(exc, "blocked_by", None)
+    elif report.failed and result.status not in (Status.FAILED, Status.ERROR):
+        exc = call.excinfo.value if call.excinfo else None
+        result.steps = steps.taken()
+        if isinstance(exc, _REPORTED):
+            result.status = Status.FAILED
+            result.rationale = getattr(exc, "rationale", None) or str(exc)
+            result.expected = getattr(exc, "expected", None)
+            result.actual = getattr(exc, "actual", None)
+            result.log = getattr(exc, "log", None) or _logs_since_setup(state)
+        else:
+            result.status = Status.ERROR
+            result.rationale = f"the grader stopped on {type(exc).__name__}: {exc}"
+            result.traceback = report.longreprtext
+            result.log = _logs_since_setup(state)
+    elif report.passed and call.when == "call" and result.status == Status.PENDING:
+        result.status = Status.PASSED
     return report
 
 
@@ -273,7 +303,6 @@ def shared_backend(spawn: Any, databases: Databases) -> Backend:
 
 
 @pytest.fixture()
-def api(shared_backend: Backend) -> Iterator[Api]:
-    client = Api(shared_backend.url)
-    yield client
-    client.close()
+def api(shared_backend: Backend) -> Iterator[ChatApi]:
+    with ChatApi(shared_backend) as client:
+        yield client

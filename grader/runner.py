@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 
 import httpx
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from grader.manifest import Chapter
-from grader.processes import stop_pid
+from grader.toolkit.procs import stop_pid
 
 
 def _port_free(port: int) -> bool:
@@ -47,6 +49,21 @@ def database_url(db: str, target: Path) -> str:
     return url_for_run(db)
 
 
+def describe_database(url: str, cwd: Path) -> str:
+    """The banner's word on DATABASE_URL: the SQLite file or the server, never a password."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "DATABASE_URL is set to something that is not a database URL"
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            return "SQLite in memory (gone when the backend stops)"
+        # A relative path is relative to the chapter folder, where the backend runs.
+        return f"SQLite file {(cwd / parsed.database).resolve()}"
+    where = f"{parsed.host}:{parsed.port}" if parsed.port else f"{parsed.host} (default port)"
+    return f"{parsed.get_backend_name()} at {where}, {parsed.render_as_string(hide_password=True)}"
+
+
 def run_app(chapter: Chapter, target: Path, args: argparse.Namespace) -> int:
     for port, flag in (
         (args.backend_port, "--backend-port"),
@@ -56,9 +73,10 @@ def run_app(chapter: Chapter, target: Path, args: argparse.Namespace) -> int:
             print(f"grader: port {port} is already in use; stop what uses it or pass {flag} N")
             return 2
     backend_url = f"http://127.0.0.1:{args.backend_port}"
+    url = database_url(args.db, target)
     env = {
         **os.environ,
-        "DATABASE_URL": database_url(args.db, target),
+        "DATABASE_URL": url,
         "BACKEND_URL": backend_url,
         "PYTHONUNBUFFERED": "1",
     }
@@ -83,7 +101,8 @@ def run_app(chapter: Chapter, target: Path, args: argparse.Namespace) -> int:
         procs.append(frontend)
         print(
             f"\n  backend:  {backend_url}  (API docs: {backend_url}/docs)\n"
-            f"  frontend: http://127.0.0.1:{args.frontend_port}\n\n"
+            f"  frontend: http://127.0.0.1:{args.frontend_port}\n"
+            f"  database: {describe_database(url, target)}\n\n"
             f"Open the frontend and chat. Next: edit chapters/{chapter.slug}, then run "
             f"`grader check {chapter.number}` (in another terminal, after `source .venv/bin/activate`). "
             "Ctrl-C stops both.\n",

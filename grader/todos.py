@@ -1,9 +1,23 @@
-"""Find where a TODO lives in a learner's chapter, so a failure can point at the line."""
+"""Find where a TODO lives in a learner's chapter, so a failure can point at it, whole."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+_CONTINUED = re.compile(r"^\s*#\s?(.*)$")
+_NOT_PROSE = re.compile(r"^\s*#\s*(BEGIN|END)\s+(SOLUTION|STARTER)|^\s*#\s*--8<--|^\s*#\s*TODO\b")
+
+
+def _comment_from(lines: list[str], start: int, first: str) -> str:
+    """The TODO's text: its own line and the comment lines that continue it, joined."""
+    words = [first]
+    for line in lines[start + 1 :]:
+        match = _CONTINUED.match(line)
+        if not match or _NOT_PROSE.match(line) or not match.group(1).strip():
+            break
+        words.append(match.group(1).strip())
+    return " ".join(w for w in words if w)
 
 
 def find_todos(chapter_dir: Path, todo_ids: tuple[str, ...] | list[str]) -> list[str]:
@@ -17,9 +31,11 @@ def find_todos(chapter_dir: Path, todo_ids: tuple[str, ...] | list[str]) -> list
     for path in sorted(chapter_dir.rglob("*.py")):
         if "__pycache__" in path.parts:
             continue
-        for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines()):
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        for n, line in enumerate(lines):
             m = pattern.search(line)
             if m:
                 rel = path.relative_to(chapter_dir)
-                found.append(f"TODO {m.group(1)} in {rel}:{n + 1} — {m.group(2).strip()}")
+                text = _comment_from(lines, n, m.group(2).strip())
+                found.append(f"TODO {m.group(1)} in {rel}:{n + 1} — {text}")
     return found

@@ -1,4 +1,4 @@
-"""`grader verify`: the maintainer's proof that the workbook holds together.
+"""`grader dev verify`: the maintainer's proof that the workbook holds together.
 
 The manifest loads, the starters are in sync with the solutions, every solution passes every
 exercise milestone on every database its chapter supports (and fails its demos, as designed), and
@@ -33,7 +33,7 @@ def _judge_solution(job: Job, results: dict[str, dict[str, Any]]) -> None:
     for m in job.chapter.milestones:
         status = results[m.id]["status"]
         want = "expected_failure" if m.kind == "demo" else "passed"
-        if status == "skipped" and "can't check until" not in results[m.id]["rationale"]:
+        if status == "skipped" and not results[m.id]["blocked_by"]:
             job.warnings.append(f"{m.id} skipped: {results[m.id]['rationale']}")
         elif status != want:
             job.problems.append(
@@ -52,7 +52,7 @@ def _judge_starter(job: Job, results: dict[str, dict[str, Any]]) -> None:
                     job.problems.append(
                         f"{m.id} fails but its TODO {m.todos} is not in the starter"
                     )
-            elif not (r["status"] == "skipped" and "can't check until" in r["rationale"]):
+            elif not (r["status"] == "skipped" and r["blocked_by"]):
                 job.problems.append(
                     f"{m.id} needs TODO {', '.join(m.todos)} but the starter got {r['status']}"
                 )
@@ -89,15 +89,21 @@ def verify(
     jobs: int = 2,
 ) -> int:
     print(f"✓ workbook.toml: {len(manifest.chapters)} chapters")
+
+    def concerns(path: str, numbers: list[int]) -> bool:
+        return any(f"/{manifest.chapter(n).slug}/" in f"/{path}" for n in numbers)
+
+    every = [c.number for c in manifest.chapters]
+    # With --chapter: that chapter's drifts, and those of no chapter (the manifest, the record).
     drifts = [
         d
         for d in starters.check(manifest)
-        if not chapters or any(f"/{manifest.chapter(n).slug}/" in f"/{d.path}" for n in chapters)
+        if not chapters or concerns(d.path, chapters) or not concerns(d.path, every)
     ]
     if drifts:
         for d in drifts:
             print(f"✗ {d.path}: {d.diff}")
-        print("✗ starters are out of sync with solutions/: run `grader starters`")
+        print("✗ starters are out of sync with solutions/: run `grader dev starters`")
         return 1
     print("✓ chapters/ is in sync with solutions/")
     require_all = bool(os.environ.get("CI"))

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from grader.processes import pid_alive
+from grader.toolkit.procs import pid_alive
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page

@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, inspect, make_url, text
 from grader import REPO_ROOT, dbservers
 from grader.databases import Databases
 from grader.dbservers import DatabaseUnavailable
+from grader.toolkit.procs import free_port, pid_alive
 
 pytestmark = [pytest.mark.databases, pytest.mark.xdist_group("databases")]
 IN_CI = bool(os.environ.get("CI"))
@@ -56,7 +57,7 @@ def _table_names(url: str) -> set[str]:
 
 def test_two_fresh_databases_are_isolated_and_the_server_is_gone_after_stop(server):
     pid, workdir = server.pid, server.workdir
-    assert pid is not None and dbservers.pid_alive(pid)
+    assert pid is not None and pid_alive(pid)
     assert workdir is not None and workdir.is_dir()
     # The password holds @ : / # % ? & ' : the URL must carry them percent-encoded.
     password = make_url(server.admin_url).password
@@ -85,7 +86,7 @@ def test_two_fresh_databases_are_isolated_and_the_server_is_gone_after_stop(serv
     assert _table_names(second) == set(), "a fresh database must be empty"
 
     server.stop()
-    assert not dbservers.pid_alive(pid), "the server's PID is still alive after stop()"
+    assert not pid_alive(pid), "the server's PID is still alive after stop()"
     assert not workdir.exists(), "the data directory is still there after stop()"
     with pytest.raises(Exception):  # noqa: B017  (whatever the driver raises)
         create_engine(first).connect()
@@ -103,7 +104,7 @@ def test_databases_fixture_starts_lazily_and_stops_on_close(kind, tmp_path):
     assert server is not None and server.owned
     assert dbs.connection_count(a) == 0
     dbs.close()
-    assert not dbservers.pid_alive(server.pid)
+    assert not pid_alive(server.pid)
     assert not server.workdir.exists()
 
 
@@ -134,7 +135,7 @@ def test_an_external_server_from_the_environment(kind, tmp_path, monkeypatch):
             names = {row[0] for row in conn.execute(text(query))}
         engine.dispose()
         assert f"grader_{os.getpid()}_1" not in names, "close() must drop what it created"
-        assert dbservers.pid_alive(host.pid), "close() must not stop a server it did not start"
+        assert pid_alive(host.pid), "close() must not stop a server it did not start"
     finally:
         host.stop()
 
@@ -159,7 +160,7 @@ def test_missing_binaries_say_how_to_get_a_server(kind, tmp_path, monkeypatch):
 
 
 def test_an_unreachable_external_url_is_a_clear_error(monkeypatch):
-    port = dbservers.free_port()
+    port = free_port()
     monkeypatch.setenv("GRADER_POSTGRES_URL", f"postgresql://u:secret@127.0.0.1:{port}/db")
     with pytest.raises(DatabaseUnavailable) as caught:
         dbservers.session_server("postgres")
@@ -188,7 +189,7 @@ def test_grader_db_up_status_down(kind, monkeypatch, capsys):
     home = Path(tempfile.mkdtemp(prefix="grader-test-db-"))
     os.chmod(home, 0o755)
     monkeypatch.setattr(dbservers, "DB_HOME", home / "db")
-    port = dbservers.free_port()
+    port = free_port()
     args = argparse.Namespace(action="up", kind=kind, port=port, purge=False)
     assert dbservers.db_command(args) == 0
     out = capsys.readouterr().out
@@ -213,11 +214,11 @@ def test_grader_db_up_status_down(kind, monkeypatch, capsys):
     finally:
         down = argparse.Namespace(action="down", kind=kind, port=None, purge=True)
         assert dbservers.db_command(down) == 0
-    assert not dbservers.pid_alive(state["pid"])
+    assert not pid_alive(state["pid"])
     assert not (home / "db" / kind).exists()
     shutil.rmtree(home)
     with pytest.raises(SystemExit, match=f"grader db up {kind}"):
-        monkeypatch.setattr(dbservers, "LEARNER_PORTS", {kind: dbservers.free_port()})
+        monkeypatch.setattr(dbservers, "LEARNER_PORTS", {kind: free_port()})
         dbservers.url_for_run(kind)
 
 
@@ -241,7 +242,7 @@ def test_grader_db_up_without_binaries_prints_the_compose_command():
 
 def test_grader_db_wait_gives_up_on_a_silent_server_and_says_why(capsys):
     """What the compose backend runs first: bounded, and the last error is printed."""
-    url = f"postgresql+psycopg://u:secret@127.0.0.1:{dbservers.free_port()}/x"
+    url = f"postgresql+psycopg://u:secret@127.0.0.1:{free_port()}/x"
     start = time.monotonic()
     args = argparse.Namespace(action="wait", kind=None, url=url, timeout=1)
     assert dbservers.db_command(args) == 1

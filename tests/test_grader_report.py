@@ -24,7 +24,7 @@ import pytest
 
 from grader import REPO_ROOT, cli, progress
 from grader.manifest import Chapter, Manifest, Milestone, load
-from grader.report import SYMBOLS, MilestoneResult, Report, render
+from grader.report import MilestoneResult, Report, Status, render
 
 STARTER = REPO_ROOT / "chapters" / "01-baseline"
 
@@ -46,10 +46,13 @@ MILESTONE_KEYS = {
     "rationale",
     "expected",
     "actual",
-    "hint",
+    "nudge",
     "lesson",
     "todos",
     "log",
+    "steps",
+    "blocked_by",
+    "traceback",
     "docs",
     "depends",
 }
@@ -82,6 +85,14 @@ EXPECTED: dict[str, tuple[int, dict[str, str], dict[str, str]]] = {
         1,
         {"1.1": "failed", "1.2": "skipped", "1.3": "skipped", "1.4": "skipped"},
         {"1.1": "GET /health answered 500", "1.2": SKIP_11, "1.3": SKIP_12, "1.4": SKIP_11},
+    ),
+    "chat-crash": (
+        1,
+        {"1.1": "passed", "1.2": "failed", "1.3": "skipped", "1.4": "passed"},
+        {
+            "1.2": "POST /chat answered 500 instead of 200: the backend raised KeyError: 'reply'",
+            "1.3": SKIP_12,
+        },
     ),
 }
 
@@ -218,7 +229,7 @@ def test_json_shape(
     report = graded(name).report
     assert report is not None
     assert set(report) == TOP_LEVEL_KEYS
-    assert report["format_version"] == 1
+    assert report["format_version"] == 2
     assert report["chapter"] == 1
     assert report["slug"] == "01-baseline"
     assert report["target"] == str(fixture_chapter(name))
@@ -232,7 +243,9 @@ def test_json_shape(
         declared = manifest.milestone(m["id"])
         assert m["title"] == declared.title
         assert m["kind"] == "exercise"
-        assert m["hint"] == declared.hint
+        assert m["nudge"] == declared.nudge and m["nudge"]
+        assert isinstance(m["steps"], list)
+        assert m["traceback"] == "", "the grader itself must not break on a fixture chapter"
         assert m["depends"] == list(declared.depends)
         assert m["docs"] == manifest.docs_link(declared.docs)
         assert m["docs"].startswith("http")
@@ -257,12 +270,12 @@ def test_printed_report(
     for mid, status in statuses.items():
         title = run.milestone(mid)["title"]
         head = run.block(mid).splitlines()[0]
-        assert head.startswith(f"{SYMBOLS[status]} {mid} {title}"), head
+        assert head.startswith(f"{Status(status).symbol} {mid} {title}"), head
         if status == "skipped":
             assert head.endswith(f" — {run.milestone(mid)['rationale']}")
         if status == "failed":
             block = run.block(mid)
-            for label in ("why:", "hint:", "docs:"):
+            for label in ("why:", "nudge:", "more:", "docs:"):
                 assert re.search(rf"^    {label}\s+\S", block, re.M), f"{label} in\n{block}"
             assert run.milestone(mid)["docs"] in block
     passed = list(statuses.values()).count("passed")
@@ -301,7 +314,7 @@ def test_no_pytest_noise(graded: Callable[[str], GraderRun], name: str) -> None:
 @pytest.mark.xdist_group("grader-passing")
 def test_passing_report_has_no_details(graded: Callable[[str], GraderRun]) -> None:
     run = graded("passing")
-    for label in ("why:", "expected:", "actual:", "hint:", "backend log"):
+    for label in ("why:", "expected:", "actual:", "nudge:", "what the grader did", "backend log"):
         assert label not in run.stdout
     assert run.report is not None
     assert run.report["counts"] == {"passed": 4}
@@ -316,7 +329,13 @@ def test_failing_shows_expected_and_actual(graded: Callable[[str], GraderRun]) -
     block = run.block("1.4")
     assert '    expected: {"ping": "pong"}' in block
     assert '    actual:   {"ping": "ping"}' in block
-    assert f"    hint:     {m['hint']}" in block
+    assert f"    nudge:    {m['nudge']}" in block
+    assert "`grader hint 1.4` shows a code-level hint" in block
+    assert load().milestone("1.4").hint not in run.stdout, "the code-level hint is the answer"
+    # The step log: what the grader did in this check, and nothing of the checks before it.
+    assert m["steps"][-1].endswith("GET /ping → 200"), m["steps"]
+    assert "    what the grader did:" in block
+    assert not any("/chat" in step for step in m["steps"])
     assert "    docs:     http://127.0.0.1:8001/chapters/01-baseline/#exercise-ping" in block
     # The backend's own log lines of the failing check, not the whole session's.
     assert "backend log (last lines):" in block
@@ -349,6 +368,18 @@ def test_crashing_shows_the_backends_traceback(
     for mid in ("1.2", "1.3", "1.4"):
         assert run.milestone(mid)["log"] == ""
         assert len(run.block(mid).splitlines()) == 1, "a skipped milestone is one line"
+
+
+@pytest.mark.xdist_group("grader-chat-crash")
+def test_a_500_is_reported_with_its_cause(graded: Callable[[str], GraderRun]) -> None:
+    """The exception's last line from the backend log is the `why`; the next check, on the
+    same backend, is not hidden behind "could not reach the backend"."""
+    run = graded("chat-crash")
+    m = run.milestone("1.2")
+    assert "KeyError: 'reply'" in m["rationale"]
+    assert any(step.endswith("→ 500") and "POST /chat" in step for step in m["steps"])
+    assert m["log"].endswith("KeyError: 'reply'")
+    assert run.milestone("1.4")["status"] == "passed"
 
 
 @pytest.mark.xdist_group("grader-broken-health")
@@ -509,6 +540,7 @@ def test_reset_asks_first(
 ) -> None:
     main_py = tmp_repo / "chapters" / "01-baseline" / "backend" / "main.py"
     main_py.write_text("# mine\n", encoding="utf-8")
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)  # pytest's stdin is no terminal
     monkeypatch.setattr("builtins.input", lambda prompt: "n")
     assert cli.main(["reset", "1"]) == 1
     assert "Nothing changed." in capsys.readouterr().out
@@ -539,7 +571,7 @@ def _report(*results: MilestoneResult) -> Report:
 def _result(milestone: Milestone, status: str, **kw: Any) -> MilestoneResult:
     manifest = Manifest(1, "http://docs.test", ())
     r = MilestoneResult.pending(milestone, manifest)
-    r.status = status
+    r.status = Status(status)
     for key, value in kw.items():
         setattr(r, key, value)
     return r
@@ -577,7 +609,8 @@ def test_a_passing_demo_is_an_unexpected_pass() -> None:
     text = render(report)
     assert "✗ 2.5 demo: milestone 2.5" in text
     assert "    why:      this demo shows a limit" in text
-    assert "    hint:     hint for 2.5" in text
+    assert "    more:     `grader hint 2.5` shows a code-level hint" in text
+    assert "hint for 2.5" not in text
     assert "    docs:     http://docs.test/c/#m" in text
     assert report.as_dict()["passed"] is False
 
@@ -592,7 +625,7 @@ def test_a_demo_that_did_not_run_stays_as_it_is(status: str) -> None:
 def test_a_milestone_without_checks_fails() -> None:
     r = _result(_milestone("2.1"), "pending")
     r.finish()
-    assert r.status == "failed"
+    assert r.status == "error", "a milestone no check covers is the grader's fault"
     assert "no check ran" in r.rationale
 
 

@@ -1,4 +1,4 @@
-"""`grader.processes`: real uvicorn backends started, restarted, killed and always stopped."""
+"""`grader.toolkit.procs`: real uvicorn backends started, restarted, killed and always stopped."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import httpx
 import pytest
 from mutants import PASSING
 
-from grader.processes import Backend, BackendError, free_port, start_all
+from grader.toolkit.procs import Backend, BackendError, free_port, start_all
 
 
 def gone(pid: int, group: bool = False) -> bool:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,7 @@ from grader.starters import (
     StarterError,
     check,
     clean_solution,
+    edited,
     render,
     same_tree,
     transform,
@@ -342,6 +344,35 @@ def test_clean_solution_drops_markers_regions_and_starter_blocks() -> None:
     assert clean_solution(text) == "# TODO 1.1: x.\nx = 1\n"
 
 
+def test_a_starter_comment_is_a_comment_of_the_starter_only() -> None:
+    text = d("""
+        import json  # STARTER: noqa: F401 (TODO 1.1 uses it)
+        x = "# STARTER: in a string"  # a comment  # STARTER: noqa: E501
+            # STARTER: a comment line is left alone
+        # TODO 1.1: y.
+        # BEGIN SOLUTION
+        y = json.dumps(x)
+        # END SOLUTION
+        # BEGIN STARTER
+        # y = None  # STARTER: noqa: F841 (TODO 1.1 uses it)
+        # END STARTER
+        """)
+    assert transform(text) == d("""
+        import json  # noqa: F401 (TODO 1.1 uses it)
+        x = "# STARTER: in a string"  # a comment  # noqa: E501
+            # STARTER: a comment line is left alone
+        # TODO 1.1: y.
+        y = None  # noqa: F841 (TODO 1.1 uses it)
+        """)
+    assert clean_solution(text) == d("""
+        import json
+        x = "# STARTER: in a string"  # a comment
+            # STARTER: a comment line is left alone
+        # TODO 1.1: y.
+        y = json.dumps(x)
+        """)
+
+
 # --- render / check / write on a temporary workbook ----------------------------------------
 
 MAIN = d("""
@@ -381,8 +412,9 @@ STARTER_MAIN = d("""
     """)
 
 
-def _milestone(mid: str) -> dict[str, str]:
-    return {"id": mid, "title": "t", "kind": "exercise", "hint": "h", "docs": "d.md#x"}
+def _milestone(mid: str, todos: list[str]) -> dict[str, Any]:
+    fields = {"title": "t", "kind": "exercise", "hint": "h", "docs": "d.md#x", "todos": todos}
+    return {"id": mid, **fields}
 
 
 @pytest.fixture()
@@ -412,9 +444,9 @@ def workbook(tmp_path: Path):
                 "slug": slug,
                 "title": slug,
                 "docs": "d.md",
-                "milestones": [_milestone(f"{n}.1")],
+                "milestones": [_milestone(f"{n}.1", todos)],
             }
-            for n, slug in ((1, "01-one"), (2, "02-two"))
+            for n, slug, todos in ((1, "01-one", ["1.2"]), (2, "02-two", []))
         ],
     }
     return tmp_path, parse(data, root=tmp_path)
@@ -442,7 +474,11 @@ def test_check_and_write(workbook) -> None:
     assert {(str(d.path), d.diff) for d in drifts} == {
         (f"chapters/01-one/{rel}", "missing")
         for rel in ("README.md", "backend/__init__.py", "backend/main.py", "frontend/app.py")
-    } | {("chapters/01-one/logo.bin", "missing"), ("chapters/02-two/backend/main.py", "missing")}
+    } | {
+        ("chapters/01-one/logo.bin", "missing"),
+        ("chapters/02-two/backend/main.py", "missing"),
+        ("chapters/.starters.sha256", "does not record the starters solutions/ generates"),
+    }
 
     touched = write(manifest, root)
     assert len(touched) == 6
@@ -493,6 +529,85 @@ def test_check_and_write(workbook) -> None:
     assert not same_tree(chapters / "01-one", root / "solutions" / "01-one")
 
 
+def test_edited_files_are_those_nobody_generated(workbook) -> None:
+    root, manifest = workbook
+    main = root / "chapters" / "01-one" / "backend" / "main.py"
+    assert edited(manifest, root) == [], "files that do not exist yet are no one's edit"
+    write(manifest, root)
+    assert edited(manifest, root) == []
+
+    # A maintainer changes a solution: the starter on disk is what was generated last time.
+    solution = root / "solutions" / "01-one" / "backend" / "main.py"
+    solution.write_text(MAIN + "\nNEW = 1\n")
+    assert edited(manifest, root) == []
+    write(manifest, root)
+    assert main.read_text().endswith("\nNEW = 1\n")
+
+    # A learner edits a starter and adds a file of their own: both are edits.
+    main.write_text("# mine\n")
+    notes = root / "chapters" / "01-one" / "backend" / "notes.py"
+    notes.write_text("# my notes\n")
+    assert edited(manifest, root) == [main, notes]
+    assert edited(manifest, root, only=2) == []
+
+    # Without a record (no stamp), only a file that equals the new starter is safe.
+    (root / "chapters" / ".starters.sha256").unlink()
+    write(manifest, root, only=2)
+    assert edited(manifest, root) == [main, notes]
+    recorded = (root / "chapters" / ".starters.sha256").read_text().splitlines()
+    assert [line.split("  ", 1)[1] for line in recorded] == ["02-two/backend/main.py"]
+
+
+def test_todo_ids_are_checked_both_ways(workbook) -> None:
+    root, manifest = workbook
+    write(manifest, root)
+    assert check(manifest, root) == []
+    # Chapter 2 started as a copy of chapter 1 and kept its TODO, while the manifest of
+    # chapter 2 expects a TODO 2.1 that no starter has.
+    (root / "solutions" / "02-two" / "backend" / "main.py").write_text(
+        "x = 2\n\n\ndef f():\n    # TODO 1.2: answer pong.\n    # BEGIN SOLUTION\n"
+        "    return 1\n    # END SOLUTION\n"
+    )
+    data = {
+        "format_version": 1,
+        "docs_url": "http://docs",
+        "chapters": [
+            {"number": 1, "slug": "01-one", "title": "one", "docs": "d.md"}
+            | {"milestones": [_milestone("1.1", ["1.2"])]},
+            {"number": 2, "slug": "02-two", "title": "two", "docs": "d.md"}
+            | {"milestones": [_milestone("2.1", ["2.1"]), _milestone("2.2", ["2.1", "2.3"])]},
+        ],
+    }
+    write(parse(data, root=root), root)
+    problems = {(str(p.path), p.diff) for p in check(parse(data, root=root), root)}
+    assert problems == {
+        (
+            "chapters/02-two/backend/main.py",
+            "line 5: TODO 1.2 is chapter 1's, not chapter 2's (left over from a copied chapter?)",
+        ),
+        (
+            "chapters/02-two/backend/main.py",
+            "line 6: TODO 1.2 is chapter 1's, not chapter 2's (left over from a copied chapter?)",
+        ),
+        (
+            "workbook.toml",
+            "milestone 2.1 lists TODO 2.1, but chapters/02-two has no `# TODO 2.1` comment",
+        ),
+        (
+            "workbook.toml",
+            "milestone 2.2 lists TODO 2.3, but chapters/02-two has no `# TODO 2.3` comment",
+        ),
+    }
+    # A TODO of the chapter's own that no milestone lists.
+    (root / "solutions" / "02-two" / "backend" / "main.py").write_text(
+        "# TODO 2.1: x.\n# TODO 2.3: y.\n# TODO 2.4: not in workbook.toml.\n"
+    )
+    write(parse(data, root=root), root)
+    assert {p.diff for p in check(parse(data, root=root), root)} == {
+        "line 3: TODO 2.4 is in no `todos` of chapter 2's milestones in workbook.toml"
+    }
+
+
 def test_a_malformed_solution_fails_render_with_its_path(workbook) -> None:
     root, manifest = workbook
     bad = root / "solutions" / "02-two" / "backend" / "main.py"
@@ -513,9 +628,25 @@ def test_every_real_solution_generates_a_valid_starter() -> None:
                 assert "--8<--" not in text and "BEGIN SOLUTION" not in text, rel
 
 
+def test_the_real_starters_pass_ruff(tmp_path: Path) -> None:
+    """A starter's unused imports are marked `# noqa` (with a `# STARTER:` comment in the
+    solution), so a learner's editor shows no warning the exercise did not ask for."""
+    for chapter in load().chapters:
+        for rel, content in render(REPO_ROOT / "solutions" / chapter.slug).items():
+            (tmp_path / chapter.slug / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / chapter.slug / rel).write_bytes(content)
+    config = ["--config", str(REPO_ROOT / "pyproject.toml"), "--no-force-exclude"]
+    proc = subprocess.run(
+        [Path(sys.executable).parent / "ruff", "check", *config, str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_the_real_starters_are_in_sync() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "grader", "starters", "--check"],
+        [sys.executable, "-m", "grader", "dev", "starters", "--check"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -4,145 +4,18 @@ two demos of what keeping history in process memory costs."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
-import pytest
-from streamlit.testing.v1 import AppTest
+from grader.toolkit.chat import ChatApi, Message, text_of, user_message
+from grader.toolkit.expect import expect, fail, shorten
+from grader.toolkit.explain import explain_history, kinds, listing
+from grader.toolkit.milestone import milestone
+from grader.toolkit.page import Page, bubble_listing, since_last_user
+from grader.toolkit.procs import Backend
 
-from grader.check import Api, expect, fail, is_uuid, shorten, user_message
-from grader.frontend import PAGE_TIMEOUT, backend_env, open_page, rendered_messages, send
-
-ROLES = ("user", "model", "tool")
-FIRST = "what was my first message?"
+DICE = "roll 2d6+1"
 DICE_TURN = ["model: function_call", "tool: function_response", "model: text"]
-
-
-# --- what a message looks like -------------------------------------------------------------
-
-
-def part_problem(part: Any) -> str | None:
-    """What is wrong with one part, or None when it has the documented shape."""
-    if not isinstance(part, dict) or len(part) != 1:
-        keys = sorted(part) if isinstance(part, dict) else type(part).__name__
-        return f"a part must hold exactly one of text, function_call, function_response; got {keys}"
-    ((key, value),) = part.items()
-    if key == "text":
-        return None if isinstance(value, str) else "a text part's value must be a string"
-    if key in ("function_call", "function_response"):
-        inner = "args" if key == "function_call" else "response"
-        ok = (
-            isinstance(value, dict)
-            and isinstance(value.get("name"), str)
-            and isinstance(value.get(inner), dict)
-        )
-        shape = f'{{"{key}": {{"name": str, "{inner}": {{...}}}}}}'
-        return None if ok else f"a {key} part must be {shape}"
-    return f"unknown part key {key!r}; a part holds text, function_call or function_response"
-
-
-def message_problem(message: Any) -> str | None:
-    """What is wrong with one message, or None when it has the documented shape."""
-    if not isinstance(message, dict) or set(message) != {"role", "parts"}:
-        keys = sorted(message) if isinstance(message, dict) else type(message).__name__
-        return f'a message must be {{"role": ..., "parts": [...]}} and nothing else; got {keys}'
-    if message["role"] not in ROLES:
-        return f"role must be one of {', '.join(ROLES)}; got {message['role']!r}"
-    parts = message["parts"]
-    if not isinstance(parts, list) or not parts:
-        return "parts must be a non-empty list"
-    return next((p for p in map(part_problem, parts) if p), None)
-
-
-def describe(message: Any) -> str:
-    """`user: "hello"`, `model: function_call roll_dice`: one message in a few words."""
-    if message_problem(message):
-        return shorten(message, 80)
-    kinds = []
-    for part in message["parts"]:
-        ((key, value),) = part.items()
-        kinds.append(shorten(value, 40) if key == "text" else f"{key} {value['name']}")
-    return f"{message['role']}: {', '.join(kinds)}"
-
-
-def summary(messages: list[Any], limit: int = 10) -> list[str]:
-    """`describe` for each message, at most `limit` of them."""
-    shown = [describe(m) for m in messages[:limit]]
-    return shown + ([f"… {len(messages) - limit} more"] if len(messages) > limit else [])
-
-
-def kinds(messages: list[Any]) -> list[str]:
-    """`["model: function_call", ...]`: role and part keys, without the content."""
-    return [f"{m['role']}: {', '.join(k for p in m['parts'] for k in p)}" for m in messages]
-
-
-def text_of(message: dict[str, Any]) -> str:
-    return " ".join(p["text"] for p in message["parts"] if "text" in p)
-
-
-# --- talking to the backend ------------------------------------------------------------------
-
-
-def post_chat(api: Api, prompt: str, thread_id: str | None = None) -> tuple[str, list[Any]]:
-    """One turn: `(thread_id, the messages it added)`, failing on a body of the wrong shape."""
-    body = api.json("POST", "/chat", json={"prompt": prompt, "thread_id": thread_id})
-    expect(
-        isinstance(body, dict)
-        and isinstance(body.get("thread_id"), str)
-        and isinstance(body.get("messages"), list),
-        'POST /chat must answer {"thread_id": "<uuid>", "messages": [...]}',
-        expected={"thread_id": "<uuid>", "messages": ["…the turn's messages…"]},
-        actual=shorten(body, 300),
-    )
-    return body["thread_id"], body["messages"]
-
-
-def chat(api: Api, prompt: str, thread_id: str | None = None) -> tuple[str, list[Any]]:
-    """One turn: `(thread_id, the assistant's messages)`; 2.1 checks the user's comes first."""
-    thread_id, messages = post_chat(api, prompt, thread_id)
-    if messages and messages[0] == user_message(prompt):
-        messages = messages[1:]
-    return thread_id, messages
-
-
-def history(api: Api, thread_id: str) -> list[Any]:
-    body = api.json("GET", f"/history/{thread_id}")
-    expect(
-        isinstance(body, dict)
-        and body.get("thread_id") == thread_id
-        and isinstance(body.get("messages"), list),
-        'GET /history/<id> must answer {"thread_id": "<that id>", "messages": [...]}',
-        expected={"thread_id": thread_id, "messages": ["…"]},
-        actual=shorten(body, 300),
-    )
-    return body["messages"]
-
-
-def expect_history(api: Api, thread_id: str, want: list[Any], name: str, others: list[str]) -> None:
-    """GET /history/<id> must be exactly `want`; else say how it differs, in one line."""
-    got = history(api, thread_id)
-    if got == want:
-        return
-    shown = {"expected": summary(want), "actual": summary(got)}
-    foreign = [text_of(m) for m in got if isinstance(m, dict) and text_of(m) in others]
-    if foreign:
-        fail(
-            f"GET /history/<{name}> holds {foreign[0]!r}, a message of another thread: "
-            "each thread must keep only its own messages",
-            **shown,
-        )
-    if len(got) != len(want):
-        fail(
-            f"GET /history/<{name}> has {len(got)} messages; the turns of {name} added "
-            f"{len(want)} (each prompt and everything the assistant answered)",
-            **shown,
-        )
-    first = next(i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g != w)
-    fail(
-        f"GET /history/<{name}> differs at message {first}: the history must hold each turn's "
-        "messages as POST /chat answered them, oldest first",
-        expected=want[first],
-        actual=got[first],
-    )
 
 
 def tag() -> str:
@@ -153,68 +26,41 @@ def tag() -> str:
 # --- 2.1 the message model -------------------------------------------------------------------
 
 
-@pytest.mark.milestone("2.1")
-def test_chat_answers_the_turn_as_messages(api):
-    for prompt in ("roll 2d6+1", "tell me about the dragon"):
-        thread_id, messages = post_chat(api, prompt)
+@milestone("2.1")
+def chat_answers_the_turn_as_messages(api: ChatApi) -> None:
+    """POST /chat answers {thread_id, messages}: the user's message, then the assistant's."""
+    for prompt in (DICE, "tell me about the dragon"):
+        turn = api.turn(prompt)
         expect(
-            is_uuid(thread_id),
-            f"POST /chat answered thread_id {thread_id!r}, which is not a UUID",
-            expected="a UUID such as 'f47ac10b-58cc-4372-a567-0e02b2c3d479'",
-            actual=thread_id,
-        )
-        expect(
-            bool(messages),
-            f"POST /chat {prompt!r} answered no messages; the turn's messages are missing",
-            actual=messages,
-        )
-        for i, message in enumerate(messages):
-            problem = message_problem(message)
-            if problem:
-                fail(
-                    f"message {i} of POST /chat's answer: {problem}",
-                    expected={"role": "model", "parts": [{"text": "…"}]},
-                    actual=message,
-                )
-        sent = user_message(prompt)
-        expect(
-            messages[0] == sent and all(m["role"] != "user" for m in messages[1:]),
+            turn.echoed_prompt and all(m["role"] != "user" for m in turn.reply),
             "POST /chat must answer the messages this turn added: the user's message first, "
             "then the assistant's",
-            expected=summary([sent, {"role": "model", "parts": [{"text": "…"}]}]),
-            actual=summary(messages),
+            expected=listing([user_message(prompt), {"role": "model", "parts": [{"text": "…"}]}]),
+            actual=listing(turn.messages if turn.echoed_prompt else turn.reply),
         )
+        last = turn.reply[-1]
         expect(
-            messages[-1]["role"] == "model" and any("text" in p for p in messages[-1]["parts"]),
+            last["role"] == "model" and any("text" in p for p in last["parts"]),
             "the last message of a turn must be the model's text answer",
-            actual=summary(messages),
+            actual=listing(turn.messages),
         )
 
 
-@pytest.mark.milestone("2.1")
-def test_a_null_thread_id_starts_a_new_thread(api):
-    first, _ = chat(api, "hello")
-    second, _ = chat(api, "hello")
+@milestone("2.1")
+def a_null_thread_id_starts_a_new_thread(api: ChatApi) -> None:
+    """thread_id null starts a thread (a new UUID each time); an id continues that thread."""
+    first, second = api.turn("hello"), api.turn("hello")
     expect(
-        is_uuid(first) and is_uuid(second) and first != second,
+        first.thread_id != second.thread_id,
         "two POST /chat with thread_id null must start two threads with different UUIDs",
         expected="two different UUIDs",
-        actual=[first, second],
+        actual=[first.thread_id, second.thread_id],
     )
-    again, _ = chat(api, "tell me about the guild", first)
-    expect(
-        again == first,
-        "POST /chat with an existing thread_id must answer that same thread_id",
-        expected=first,
-        actual=again,
-    )
-    for i, message in enumerate(history(api, first)):
-        problem = message_problem(message)
-        if problem:
-            fail(f"message {i} of GET /history/<id>: {problem}", actual=message)
+    api.turn("tell me about the guild", first.thread_id)  # answers for that same thread
+    api.history(first.thread_id)  # every message has the documented shape
 
 
-BAD_CHAT_BODIES = [
+BAD_CHAT_BODIES: list[tuple[str, dict[str, Any]]] = [
     ("a thread_id that is not a UUID", {"json": {"prompt": "hi", "thread_id": "not-a-uuid"}}),
     ("a numeric thread_id", {"json": {"prompt": "hi", "thread_id": 12345}}),
     ("a blank prompt", {"json": {"prompt": "   ", "thread_id": None}}),
@@ -231,22 +77,17 @@ BAD_CHAT_BODIES = [
 ]
 
 
-@pytest.mark.milestone("2.1")
-@pytest.mark.parametrize(
-    ("what", "request_kw"), BAD_CHAT_BODIES, ids=[w for w, _ in BAD_CHAT_BODIES]
-)
-def test_bad_chat_input_gets_422(api, what, request_kw):
-    r = api.post("/chat", expect_status=None, **request_kw)
-    expect(
-        r.status_code == 422,
-        f"POST /chat with {what} answered {r.status_code}; bad input must get 422",
-        expected="422 with a JSON detail",
-        actual=f"{r.status_code}: {shorten(r.text, 200)}",
-    )
-
-
-@pytest.mark.milestone("2.1")
-def test_bad_thread_ids_and_limits(api):
+@milestone("2.1")
+def bad_input_gets_422(api: ChatApi) -> None:
+    """Bad bodies and thread ids that are not UUIDs get 422; the limits themselves are fine."""
+    for what, request in BAD_CHAT_BODIES:
+        r = api.post("/chat", expect_status=None, **request)
+        expect(
+            r.status_code == 422,
+            f"POST /chat with {what} answered {r.status_code}; bad input must get 422",
+            expected="422 with a JSON detail",
+            actual=f"{r.status_code}: {shorten(r.text, 200)}",
+        )
     for bad in ("not-a-uuid", "12345", "0" * 33):
         r = api.get(f"/history/{bad}", expect_status=None)
         expect(
@@ -255,141 +96,126 @@ def test_bad_thread_ids_and_limits(api):
             expected="422",
             actual=f"{r.status_code}: {shorten(r.text, 200)}",
         )
-    _, messages = chat(api, "x" * 8000)  # the limit itself is allowed
+    api.turn("x" * 8000)  # the limit itself is allowed
     expect(
-        bool(messages), "POST /chat with a prompt of exactly 8,000 characters answered no messages"
-    )
-    body = api.json("GET", "/health")
-    expect(
-        body == {"status": "ok"},
+        api.json("GET", "/health") == {"status": "ok"},
         "after the bad requests, GET /health no longer answers {'status': 'ok'}",
-        actual=body,
     )
 
 
 # --- 2.2 threads are isolated ------------------------------------------------------------------
 
 
-@pytest.mark.milestone("2.2")
-def test_each_thread_has_only_its_own_messages(api):
+@milestone("2.2")
+def each_thread_has_only_its_own_messages(api: ChatApi) -> None:
+    """Two conversations interleaved: each thread's history holds its own turns, in order."""
     t = tag()
     prompts = {
         "A": [f"hello from thread A {t}", "tell me about the guild"],
         "B": [f"hello from thread B {t}", "tell me about the tavern"],
     }
     ids: dict[str, str | None] = {"A": None, "B": None}
-    want: dict[str, list[Any]] = {"A": [], "B": []}
+    want: dict[str, list[Message]] = {"A": [], "B": []}
     for turn in range(2):  # interleaved, as two people chatting at once would be
         for name in ("A", "B"):
-            prompt = prompts[name][turn]
-            ids[name], messages = chat(api, prompt, ids[name])
-            want[name] += [user_message(prompt), *messages]
-    expect(
-        ids["A"] != ids["B"],
-        "two conversations started with thread_id null got the same thread id",
-        actual=ids,
-    )
+            answered = api.turn(prompts[name][turn], ids[name])
+            ids[name] = answered.thread_id
+            want[name] += answered.messages
     for name, other in (("A", "B"), ("B", "A")):
-        expect_history(api, ids[name], want[name], name, prompts[other])
+        explain_history(
+            api.history(ids[name]),
+            want[name],
+            f"GET /history of thread {name}",
+            others=want[other],
+        )
+    never_used = str(uuid.uuid4())
+    r = api.get(f"/history/{never_used}", expect_status=None)
+    if r.status_code != 200:
+        fail(
+            f"GET /history of a thread nobody has used answered {r.status_code}: such a thread "
+            "is an empty thread, 200 with no messages",
+            expected={"thread_id": never_used, "messages": []},
+            actual=f"{r.status_code}: {shorten(r.text, 200)}",
+        )
+    explain_history(api.history(never_used), [], "GET /history of a thread nobody has used")
 
 
-@pytest.mark.milestone("2.2")
-def test_the_assistant_sees_this_threads_history(api):
+@milestone("2.2")
+def the_assistant_sees_this_threads_history(api: ChatApi) -> None:
+    """The assistant is given this thread's whole history, and only this thread's."""
     t = tag()
     first_a, first_b = f"my name is Aria {t}", f"my name is Bram {t}"
-    a, _ = chat(api, first_a)
-    b, _ = chat(api, first_b)
-    chat(api, "tell me about the dragon", a)
-    _, messages = chat(api, FIRST, b)
-    answer = text_of(messages[-1]) if messages else ""
-    if first_a in answer:
+    a, b = api.turn(first_a).thread_id, api.turn(first_b).thread_id
+    api.turn("tell me about the dragon", a)
+    quoted, asked = api.ask_first_message(b)
+    if quoted == first_a:
         fail(
-            "in thread B the assistant quoted thread A's first message: pass respond() "
-            "only this thread's messages",
+            "in thread B the assistant quoted thread A's first message: pass respond() only "
+            "this thread's messages",
             expected=f'Your first message was: "{first_b}"',
-            actual=answer,
+            actual=asked.text,
         )
     expect(
-        first_b in answer,
-        f"in thread B, asked {FIRST!r}, the assistant did not name B's first message: pass "
+        quoted == first_b,
+        "in thread B, asked what its first message was, the assistant did not name it: pass "
         "respond() the thread's whole history, new message last",
         expected=f'Your first message was: "{first_b}"',
-        actual=answer,
+        actual=asked.text,
     )
-    _, messages = chat(api, "how many messages have I sent?", a)
-    answer = text_of(messages[-1]) if messages else ""
+    count, asked = api.ask_count(a)
     expect(
-        "3 messages" in answer,
-        f"in thread A, after 3 prompts, the assistant counted differently: {answer!r}",
+        count == 3,
+        f"in thread A, after 3 prompts, the assistant counted {count}: it must see every "
+        "earlier prompt of the thread",
         expected="You have sent 3 messages in this conversation.",
-        actual=answer,
+        actual=asked.text,
     )
 
 
-def click(at: AppTest, key: str, backend_url: str) -> AppTest:
-    buttons = [b for b in at.button if b.key == key]
-    if not buttons:
-        fail(f"the page has no button with key={key!r}", actual=[b.key for b in at.button])
-    buttons[0].click()
-    with backend_env(backend_url):
-        at.run(timeout=PAGE_TIMEOUT)
-    if at.exception:
-        fail(f"the page crashed after clicking {key!r}", actual=at.exception[0].message)
-    return at
-
-
-def last_answer(at: AppTest) -> str:
-    if at.error:
-        fail("the page shows an error", actual=at.error[0].value)
-    messages = rendered_messages(at)
-    if not messages or messages[-1][0] != "assistant":
-        fail("the page does not end with the assistant's answer", actual=messages)
-    return messages[-1][1]
-
-
-@pytest.mark.milestone("2.2")
-def test_the_page_keeps_its_thread_and_new_chat_starts_another(target, shared_backend):
-    url, first = shared_backend.url, f"my name is Cara {tag()}"
-    at = send(open_page(target, url), url, first)
-    answer = last_answer(send(at, url, FIRST))
+@milestone("2.2")
+def the_page_keeps_its_thread(target: Path, shared_backend: Backend) -> None:
+    """The page sends the thread id it was given; New chat starts another thread."""
+    first = f"my name is Cara {tag()}"
+    page = Page(target, shared_backend.url).send(first).send("what was my first message?")
     expect(
-        first in answer,
+        first in since_last_user(page.bubbles),
         "the page's second message started a new thread: send the thread_id the backend "
         "answered with every following message",
         expected=f'Your first message was: "{first}"',
-        actual=answer,
+        actual=bubble_listing(page.bubbles),
     )
-    at = click(at, "new_chat", url)
+    page.click("new_chat")
     expect(
-        not rendered_messages(at),
+        not page.bubbles,
         "after New chat the page still shows the old conversation",
-        actual=rendered_messages(at),
+        actual=bubble_listing(page.bubbles),
     )
-    answer = last_answer(send(at, url, FIRST))
+    page.send("what was my first message?")
     expect(
-        first not in answer,
+        first not in since_last_user(page.bubbles),
         "after New chat the assistant still remembers the old thread: New chat must send "
         "thread_id null next",
-        expected=f'Your first message was: "{FIRST}"',
-        actual=answer,
+        expected='Your first message was: "what was my first message?"',
+        actual=bubble_listing(page.bubbles),
     )
 
 
 # --- 2.3 a dice roll is recorded whole -------------------------------------------------------
 
 
-@pytest.mark.milestone("2.3")
-def test_a_dice_roll_is_call_response_and_answer(api):
-    thread_id, turn = chat(api, "roll 2d6+1")
+@milestone("2.3")
+def a_dice_roll_is_call_response_and_answer(api: ChatApi) -> None:
+    """A dice roll is the model's call, the tool's response and the answer, all in the history."""
+    turn = api.turn(DICE)
     expect(
-        kinds(turn) == DICE_TURN,
-        "POST /chat 'roll 2d6+1' must answer 3 messages: the model's function_call, the "
-        "tool's function_response, the model's text",
+        kinds(turn.reply) == DICE_TURN,
+        f"POST /chat {DICE!r} must answer 3 messages after the prompt: the model's "
+        "function_call, the tool's function_response, the model's text",
         expected=DICE_TURN,
-        actual=summary(turn),
+        actual=listing(turn.reply),
     )
-    call = turn[0]["parts"][0]["function_call"]
-    result = turn[1]["parts"][0]["function_response"]
+    call = turn.reply[0]["parts"][0]["function_call"]
+    result = turn.reply[1]["parts"][0]["function_response"]
     expect(
         call["name"] == result["name"] == "roll_dice",
         "the dice turn's call and response must both name the tool roll_dice",
@@ -397,73 +223,64 @@ def test_a_dice_roll_is_call_response_and_answer(api):
     )
     total = result["response"].get("total")
     expect(
-        isinstance(total, int) and str(total) in text_of(turn[2]),
+        isinstance(total, int) and str(total) in text_of(turn.reply[2:]),
         "the model's answer does not state the total the tool's response holds",
         expected=f"an answer naming the total {total}",
-        actual=text_of(turn[2]),
+        actual=turn.text,
     )
-    got = history(api, thread_id)
-    want = [user_message("roll 2d6+1"), *turn]
-    expect(
-        got == want,
-        f"after a dice roll GET /history/<id> has {len(got)} messages; expected 4: your "
-        "prompt, the function_call, the function_response and the answer",
-        expected=summary(want),
-        actual=summary(got),
-    )
+    got = api.history(turn.thread_id)
+    if len(got) == 2 and got == [turn.messages[0], turn.messages[-1]]:
+        fail(
+            "GET /history holds the prompt and the final answer but not the tool call and its "
+            "response: store every message of the turn",
+            expected=listing(turn.messages),
+            actual=listing(got),
+        )
+    explain_history(got, turn.messages, "GET /history after a dice roll")
 
 
-@pytest.mark.milestone("2.3")
-def test_the_page_shows_tool_calls_and_responses(target, shared_backend):
-    url = shared_backend.url
-    at = send(open_page(target, url), url, "roll 2d6+1")
-    answer = last_answer(at)
+@milestone("2.3")
+def the_page_shows_tool_calls_and_responses(target: Path, shared_backend: Backend) -> None:
+    """The page shows the roll_dice call, its response with the total, and the answer."""
+    shown = since_last_user(Page(target, shared_backend.url).send(DICE).bubbles)
     expect(
-        answer.count("roll_dice") >= 2 and "total" in answer and "You rolled" in answer,
-        "the assistant's message on the page must show the roll_dice call, its response "
-        "(with the total) and the answer",
+        shown.count("roll_dice") >= 2 and "total" in shown and "You rolled" in shown,
+        "after a dice roll the page must show the roll_dice call, its response (with the "
+        "total) and the answer",
         expected="Calling tool `roll_dice` with …, Tool `roll_dice` answered {… total …}, "
         "You rolled 2d6+1: …",
-        actual=answer,
+        actual=shown,
     )
 
 
 # --- 2.4 and 2.5 demos: what history in process memory costs --------------------------------
 
 
-@pytest.mark.milestone("2.4")
-def test_a_restarted_backend_still_has_the_history(shared_backend):
-    # The module's shared backend is not needed after this, so it is the one restarted.
-    api = Api(shared_backend.url)
-    try:
-        thread_id, _ = chat(api, "hello")
-        chat(api, "roll 2d6+1", thread_id)
-        before = len(history(api, thread_id))
-    finally:
-        api.close()
-    shared_backend.restart()
-    api = Api(shared_backend.url)
-    try:
-        after = len(history(api, thread_id))
-    finally:
-        api.close()
+@milestone("2.4")
+def a_restarted_backend_keeps_the_history(spawn: Any, database_url: str) -> None:
+    """Demo: a thread written before a restart is still there after it."""
+    (backend,) = spawn(database_url)
+    with ChatApi(backend) as api:
+        thread_id = api.turn("hello").thread_id
+        before = api.history(thread_id)
+    backend.restart()
+    with ChatApi(backend) as api:
+        after = api.history(thread_id)
     expect(
         after == before,
-        f"after a restart, GET /history/<id> has {after} messages; it had {before} before",
+        f"after a restart, GET /history of the thread has {len(after)} messages; it had "
+        f"{len(before)} before",
     )
 
 
-@pytest.mark.milestone("2.5")
-def test_two_backends_agree_about_one_thread(spawn, database_url):
+@milestone("2.5")
+def two_backends_agree_about_one_thread(spawn: Any, database_url: str) -> None:
+    """Demo: a thread written through one backend process is readable through another."""
     a, b = spawn(database_url, count=2)
-    api_a, api_b = Api(a.url), Api(b.url)
-    try:
-        thread_id, _ = chat(api_a, "hello")
-        on_a, on_b = len(history(api_a, thread_id)), len(history(api_b, thread_id))
-    finally:
-        api_a.close()
-        api_b.close()
+    with ChatApi(a) as on_a, ChatApi(b) as on_b:
+        thread_id = on_a.turn("hello").thread_id
+        seen_a, seen_b = on_a.history(thread_id), on_b.history(thread_id)
     expect(
-        on_a == on_b,
-        f"backend A stored {on_a} messages in the thread; backend B has {on_b} for it",
+        seen_a == seen_b,
+        f"backend A stored {len(seen_a)} messages in the thread; backend B has {len(seen_b)}",
     )

@@ -17,14 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from grader.check import TODO_IN_TEXT, Api, expect, fail, is_uuid, shorten, user_message
-from grader.processes import Backend, start_all
+from grader.toolkit.chat import TODO_IN_TEXT, ChatApi, is_uuid, user_message
+from grader.toolkit.expect import expect, fail, shorten
+from grader.toolkit.procs import Backend, start_all
 
 if TYPE_CHECKING:
-    from streamlit.testing.v1 import AppTest
+    from grader.toolkit.page import Page
 
-# The page checks import grader.frontend (and so Streamlit, a second of startup) only when they
-# run: a learner still working on the backend does not pay for it on every `grader check 3`.
+# The page checks import grader.toolkit.page (and so Streamlit, a second of startup) only when
+# they run: a learner still working on the backend does not pay for it on every `grader check 3`.
 
 TOOL = "roll_dice"
 FIRST_RE = re.compile(r'Your first message was: "(.*)"', re.DOTALL)
@@ -68,7 +69,7 @@ def _json_of(r: Any, what: str) -> Any:
         fail(f"{what} did not answer JSON", expected="a JSON body", actual=shorten(r.text))
 
 
-def turn(api: Api, prompt: str, thread_id: str | None) -> tuple[str, list[dict[str, Any]]]:
+def turn(api: ChatApi, prompt: str, thread_id: str | None) -> tuple[str, list[dict[str, Any]]]:
     """One POST /chat. Returns the thread id and the turn's messages, user message first.
 
     SPEC §2 says the answer lists "the messages this turn added"; a solution that leaves the
@@ -83,14 +84,7 @@ def turn(api: Api, prompt: str, thread_id: str | None) -> tuple[str, list[dict[s
             actual=f"status {r.status_code}: {shorten(r.text)}",
         )
     if r.status_code != 200:
-        todo = TODO_IN_TEXT.search(r.text)
-        fail(
-            f"POST /chat reached {todo.group(0)}, which is not done yet"
-            if todo
-            else f"POST /chat answered {r.status_code} instead of 200 (prompt {shorten(prompt, 40)!r})",
-            expected="status 200",
-            actual=f"status {r.status_code}: {shorten(r.text)}",
-        )
+        api.unexpected(r, 200)  # names a TODO, or the exception a 5xx left in the log
     body = _json_of(r, "POST /chat")
     expect(
         isinstance(body, dict) and is_uuid(body.get("thread_id")),
@@ -116,13 +110,13 @@ def turn(api: Api, prompt: str, thread_id: str | None) -> tuple[str, list[dict[s
     return str(body["thread_id"]), messages
 
 
-def history(api: Api, thread_id: str, who: str = "") -> list[dict[str, Any]]:
+def history(api: ChatApi, thread_id: str, who: str = "") -> list[dict[str, Any]]:
     """GET /history/{thread_id}: the thread's messages (an unknown thread may also be 404)."""
     r = api.get(f"/history/{thread_id}", expect_status=None)
     if r.status_code == 404:
         return []
     if r.status_code != 200:
-        api.json("GET", f"/history/{thread_id}")  # fails with the status, naming a TODO if any
+        api.unexpected(r, 200)
     try:
         body = r.json()
     except ValueError:
@@ -143,7 +137,7 @@ def model_text(messages: list[dict[str, Any]]) -> str:
     )
 
 
-def expect_first_message(api: Api, thread_id: str, first: str, rationale: str) -> list[dict]:
+def expect_first_message(api: ChatApi, thread_id: str, first: str, rationale: str) -> list[dict]:
     """Ask "what was my first message?" and expect `first` quoted; returns the turn's messages.
 
     The assistant knows only what the turn passed to respond(), so its quote proves the turn
@@ -326,66 +320,9 @@ def explain_rows(rows: list[sqlite3.Row], want: list[dict], thread_id: str) -> N
 # --- the page ------------------------------------------------------------------------------
 
 
-def page_ok(at: AppTest, what: str) -> AppTest:
-    """Fail, naming the TODO if there is one, when the page shows an st.error."""
-    errors = [str(e.value) for e in at.error]
-    if errors:
-        todo = next((m.group(0) for e in errors if (m := TODO_IN_TEXT.search(e))), None)
-        if todo:
-            fail(f"the page reached {todo}, which is not done yet ({what})", actual=errors[0])
-        fail(f"the page shows an error {what}", expected="no st.error", actual=errors[0])
-    return at
-
-
-def rerun(at: AppTest, backend_url: str, what: str) -> AppTest:
-    from grader.frontend import _run, backend_env
-
-    with backend_env(backend_url):
-        return page_ok(_run(at, what), what)
-
-
-def click(at: AppTest, backend_url: str, key: str) -> AppTest:
-    try:
-        button = at.button(key=key)
-    except KeyError:
-        fail(f"the page has no st.button with key={key!r} (SPEC §2 names the widget keys)")
-    button.click()
-    return rerun(at, backend_url, f"after clicking {key!r}")
-
-
-def set_toggle(at: AppTest, backend_url: str, value: bool) -> AppTest:
-    key = "show_tool_telemetry"
-    try:
-        toggle = at.toggle(key=key)
-    except KeyError:
-        fail(f"the page has no st.toggle with key={key!r} (SPEC §2 names the widget keys)")
-    toggle.set_value(value)
-    return rerun(at, backend_url, f"with {key} {'on' if value else 'off'}")
-
-
-def _texts(nodes: Any) -> list[str]:
-    """The text of every element under `nodes`: values (markdown, caption, code, text, json,
-    alerts) and container labels (expanders), whichever the page uses."""
-    texts = []
-    for node in nodes:
-        for attr in ("value", "label"):
-            try:
-                value = getattr(node, attr, None)
-            except Exception:  # some elements have no value to read
-                continue
-            if isinstance(value, str) and value.strip():
-                texts.append(value)
-    return texts
-
-
-def page_texts(at: AppTest) -> list[str]:
-    """Every piece of text on the page."""
-    return _texts(at._tree)
-
-
-def chat_messages(at: AppTest) -> list[tuple[str, str]]:
+def chat_messages(page: Page) -> list[tuple[str, str]]:
     """`[(name, text), ...]` for every st.chat_message, top to bottom, whatever is inside."""
-    return [(m.name, "\n".join(_texts(m))) for m in at.chat_message]
+    return [(b.name, b.text) for b in page.bubbles]
 
 
 def text_lines(texts: list[str]) -> str:
@@ -496,7 +433,7 @@ def test_table_is_created_at_startup(shared_backend: Backend):
 
 
 @pytest.mark.milestone("3.1")
-def test_each_message_is_a_row(shared_backend: Backend, api: Api):
+def test_each_message_is_a_row(shared_backend: Backend, api: ChatApi):
     path = db_path(shared_backend.env["DATABASE_URL"])
     before = {r["id"] for r in db_rows(path)}
     a, first = turn(api, "Hello! This is the first message of thread A.", None)
@@ -530,7 +467,7 @@ def test_each_message_is_a_row(shared_backend: Backend, api: Api):
 
 
 @pytest.mark.milestone("3.1")
-def test_history_is_the_thread_oldest_first(api: Api):
+def test_history_is_the_thread_oldest_first(api: ChatApi):
     a, turn1 = turn(api, "I carry a green lantern and a short sword.", None)
     b, other = turn(api, "hello from another thread", None)
     _, turn2 = turn(api, "roll 2d6+1", a)
@@ -557,7 +494,7 @@ def test_history_is_the_thread_oldest_first(api: Api):
 
 
 @pytest.mark.milestone("3.1")
-def test_hostile_strings_are_stored_literally(shared_backend: Backend, api: Api):
+def test_hostile_strings_are_stored_literally(shared_backend: Backend, api: ChatApi):
     path = db_path(shared_backend.env["DATABASE_URL"])
     before = len(db_rows(path))
     prompts = [
@@ -618,7 +555,7 @@ def test_restarted_backends_keep_the_history(own_backends: list[Backend]):
     for backend, first, dice in zip(
         own_backends, firsts, ("roll 2d6+1", "roll 3d8-2"), strict=True
     ):
-        api = Api(backend.url)
+        api = ChatApi(backend)
         try:
             tid, t1 = turn(api, first, None)
             _, t2 = turn(api, dice, tid)
@@ -637,7 +574,7 @@ def test_restarted_backends_keep_the_history(own_backends: list[Backend]):
     for backend, how, tid, first, want in zip(
         own_backends, ("restarted", "killed and started"), threads, firsts, wants, strict=True
     ):
-        api = Api(backend.url)
+        api = ChatApi(backend)
         try:
             got = history(api, tid)
             if not got:
@@ -686,21 +623,21 @@ def test_restarted_backends_keep_the_history(own_backends: list[Backend]):
 
 @pytest.mark.milestone("3.3")
 def test_refresh_shows_the_whole_history(target: Path, own_backends: list[Backend]):
-    from grader.frontend import open_page, send
+    from grader.toolkit.page import Page
 
     own_backend = _alive(own_backends)[0]
-    at = page_ok(open_page(target, own_backend.url), "on a fresh page")
+    at = Page(target, own_backend.url)
     first = "Good evening, game master: I open the door of the inn."
-    at = page_ok(send(at, own_backend.url, first), f"after sending {first!r}")
-    tid = at.query_params.get("thread_id")
+    at = at.send(first)
+    tid = at.query.get("thread_id")
     expect(
         isinstance(tid, str) and is_uuid(tid),
         "after the first message the page must keep the thread id in the URL: "
         "st.query_params['thread_id'] = the thread_id POST /chat answered",
         expected="?thread_id=<uuid>",
-        actual=dict(at.query_params),
+        actual=dict(at.query),
     )
-    api = Api(own_backend.url)
+    api = ChatApi(own_backend)
     try:
         expect(
             user_texts(history(api, tid))[:1] == [first],
@@ -708,13 +645,13 @@ def test_refresh_shows_the_whole_history(target: Path, own_backends: list[Backen
             expected=first,
             actual=user_texts(history(api, tid)),
         )
-        at = page_ok(send(at, own_backend.url, "roll 2d6+1"), "after sending 'roll 2d6+1'")
+        at = at.send("roll 2d6+1")
         expect(
-            _same_thread(at.query_params.get("thread_id"), tid),
+            _same_thread(at.query.get("thread_id"), tid),
             "the second message changed the thread id in the URL: send the URL's thread_id "
             "with every prompt",
             expected=tid,
-            actual=at.query_params.get("thread_id"),
+            actual=at.query.get("thread_id"),
         )
         want = history(api, tid)
         expect(
@@ -727,10 +664,7 @@ def test_refresh_shows_the_whole_history(target: Path, own_backends: list[Backen
         api.close()
 
     own_backend.restart()
-    fresh = page_ok(
-        open_page(target, own_backend.url, {"thread_id": tid}),
-        "opening ?thread_id=… against a restarted backend",
-    )
+    fresh = Page(target, own_backend.url, {"thread_id": tid})
     missing = missing_from_page(chat_messages(fresh), want)
     expect(
         missing is None,
@@ -740,12 +674,12 @@ def test_refresh_shows_the_whole_history(target: Path, own_backends: list[Backen
         actual=page_listing(chat_messages(fresh)),
     )
 
-    api = Api(own_backend.url)
+    api = ChatApi(own_backend)
     try:
         _, t3 = turn(api, "what was my first message?", tid)
     finally:
         api.close()
-    fresh = rerun(fresh, own_backend.url, "re-running the page")
+    fresh = fresh.rerun("re-running the page")
     missing = missing_from_page(chat_messages(fresh), want + t3)
     expect(
         missing is None,
@@ -757,31 +691,31 @@ def test_refresh_shows_the_whole_history(target: Path, own_backends: list[Backen
 
 
 @pytest.mark.milestone("3.3")
-def test_new_chat_starts_a_thread(target: Path, shared_backend: Backend, api: Api):
-    from grader.frontend import open_page, send
+def test_new_chat_starts_a_thread(target: Path, shared_backend: Backend, api: ChatApi):
+    from grader.toolkit.page import Page
 
     old, t1 = turn(api, "This thread is the old chat.", None)
-    at = page_ok(open_page(target, shared_backend.url, {"thread_id": old}), "opening a thread")
+    at = Page(target, shared_backend.url, {"thread_id": old})
     expect(
         missing_from_page(chat_messages(at), t1) is None,
         "the page opened with ?thread_id=… does not show that thread's messages",
         expected=user_texts(t1),
         actual=page_listing(chat_messages(at)),
     )
-    at = click(at, shared_backend.url, "new_chat")
+    at = at.click("new_chat")
     expect(
         not any(name == "user" for name, _ in chat_messages(at)),
         "after clicking new_chat the page still shows the old conversation",
         expected="no messages of the old thread",
         actual=page_listing(chat_messages(at)),
     )
-    at = page_ok(send(at, shared_backend.url, "hello from the new chat"), "sending in a new chat")
-    new = at.query_params.get("thread_id")
+    at = at.send("hello from the new chat")
+    new = at.query.get("thread_id")
     expect(
         is_uuid(new) and not _same_thread(new, old),
         "after new_chat the next message must go to a new thread with its own id in the URL",
         expected=f"a thread id other than {old}",
-        actual=dict(at.query_params),
+        actual=dict(at.query),
     )
     explain_history(history(api, old), t1, [], "GET /history of the old thread after new_chat")
 
@@ -792,7 +726,7 @@ def test_new_chat_starts_a_thread(target: Path, shared_backend: Backend, api: Ap
 @pytest.mark.milestone("3.4")
 def test_two_backends_serve_one_conversation(own_backends: list[Backend]):
     one, two = _alive(own_backends)
-    apis = [Api(one.url), Api(two.url)]
+    apis = [ChatApi(one), ChatApi(two)]
     names = [f"{one.name} (port {one.port})", f"{two.name} (port {two.port})"]
     prompts = [
         "Hello, game master! I am Ada.",
@@ -845,7 +779,7 @@ def test_two_backends_serve_one_conversation(own_backends: list[Backend]):
 
 
 @pytest.mark.milestone("3.5")
-def test_delete_clears_one_thread(shared_backend: Backend, api: Api):
+def test_delete_clears_one_thread(shared_backend: Backend, api: ChatApi):
     path = db_path(shared_backend.env["DATABASE_URL"])
     a, a1 = turn(api, "Thread A, first message.", None)
     _, a2 = turn(api, "roll 2d6+1", a)
@@ -909,20 +843,20 @@ def test_delete_clears_one_thread(shared_backend: Backend, api: Api):
 
 
 @pytest.mark.milestone("3.5")
-def test_clear_button_clears_the_shown_thread(target: Path, shared_backend: Backend, api: Api):
-    from grader.frontend import open_page
+def test_clear_button_clears_the_shown_thread(target: Path, shared_backend: Backend, api: ChatApi):
+    from grader.toolkit.page import Page
 
     shown, s1 = turn(api, "This thread is on the page.", None)
     _, s2 = turn(api, "roll 2d6+1", shown)
     other, o1 = turn(api, "This thread is not on the page.", None)
-    at = page_ok(open_page(target, shared_backend.url, {"thread_id": shown}), "opening a thread")
+    at = Page(target, shared_backend.url, {"thread_id": shown})
     expect(
         missing_from_page(chat_messages(at), s1 + s2) is None,
         "the page opened with ?thread_id=… does not show that thread's messages",
         expected=user_texts(s1 + s2),
         actual=page_listing(chat_messages(at)),
     )
-    at = click(at, shared_backend.url, "clear_history")
+    at = at.click("clear_history")
     still = [m for m in chat_messages(at) if m[0] == "user"]
     expect(
         not still,
@@ -947,8 +881,8 @@ def test_clear_button_clears_the_shown_thread(target: Path, shared_backend: Back
 
 
 @pytest.mark.milestone("3.6")
-def test_telemetry_toggle(target: Path, shared_backend: Backend, api: Api):
-    from grader.frontend import open_page
+def test_telemetry_toggle(target: Path, shared_backend: Backend, api: ChatApi):
+    from grader.toolkit.page import Page
 
     tid, t1 = turn(api, "hello there", None)
     # 1d20+30 totals 31 to 50, a number that cannot be read off the call's arguments.
@@ -960,9 +894,9 @@ def test_telemetry_toggle(target: Path, shared_backend: Backend, api: Api):
     expect(bool(responses), "the dice roll was not recorded as a tool call", actual=messages)
     total = str(responses[0]["response"].get("total"))
 
-    at = page_ok(open_page(target, shared_backend.url, {"thread_id": tid}), "opening a thread")
-    at = set_toggle(at, shared_backend.url, True)
-    shown = page_texts(at)
+    at = Page(target, shared_backend.url, {"thread_id": tid})
+    at = at.toggle("show_tool_telemetry", True)
+    shown = at.texts()
     missing = missing_from_page(chat_messages(at), messages)
     expect(
         missing is None,
@@ -971,8 +905,8 @@ def test_telemetry_toggle(target: Path, shared_backend: Backend, api: Api):
         actual=page_listing(chat_messages(at)),
     )
 
-    at = set_toggle(at, shared_backend.url, False)
-    hidden_view = page_texts(at)
+    at = at.toggle("show_tool_telemetry", False)
+    hidden_view = at.texts()
     missing = missing_from_page(chat_messages(at), messages)
     expect(
         missing is None,
@@ -1017,11 +951,11 @@ def test_telemetry_toggle(target: Path, shared_backend: Backend, api: Api):
         expected=f"the tool's answer, with its total {total}",
         actual=text_lines(telemetry),
     )
-    at = set_toggle(at, shared_backend.url, True)
+    at = at.toggle("show_tool_telemetry", True)
     expect(
-        any(TOOL in t for t in page_texts(at)),
+        any(TOOL in t for t in at.texts()),
         "switching show_tool_telemetry back on does not show the telemetry again",
-        actual=text_lines(page_texts(at)),
+        actual=text_lines(at.texts()),
     )
 
 
@@ -1072,7 +1006,7 @@ def _expect_422(r: Any, request: str, why: str) -> None:
 
 
 @pytest.mark.milestone("3.7")
-def test_bad_chat_input_gets_422(api: Api):
+def test_bad_chat_input_gets_422(api: ChatApi):
     for body, why in BAD_CHAT_BODIES:
         _expect_422(api.post("/chat", expect_status=None, json=body), "POST /chat", why)
     for raw, why in (
@@ -1087,7 +1021,7 @@ def test_bad_chat_input_gets_422(api: Api):
 
 
 @pytest.mark.milestone("3.7")
-def test_bad_thread_ids_get_422(api: Api):
+def test_bad_thread_ids_get_422(api: ChatApi):
     for bad in BAD_PATHS:
         for method in ("GET", "DELETE"):
             r = api.request(method, f"/history/{bad}", expect_status=None)

@@ -25,21 +25,23 @@ from sqlalchemy import JSON, MetaData, Table, create_engine, inspect, make_url, 
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
-from grader.check import Api, expect, fail, shorten
 from grader.checks.ch03 import (
     FIRST_RE,
+    chat_messages,
     expect_first_message,
     explain_history,
     explain_rows,
     history,
     missing_from_page,
     model_text,
-    page_ok,
+    page_listing,
     turn,
     user_texts,
 )
 from grader.databases import Databases
-from grader.processes import Backend
+from grader.toolkit.chat import ChatApi
+from grader.toolkit.expect import expect, fail, shorten
+from grader.toolkit.procs import Backend
 
 LABELS = {"sqlite": "SQLite", "postgres": "Postgres", "mysql": "MySQL/MariaDB"}
 FIRST_PROMPT = "Hello, game master! I am Ysolde of Saltmere 🐉 — «first» message."
@@ -143,9 +145,9 @@ def connection_count(databases: Databases, url: str, backend: Backend) -> int | 
 
 class _api:
     def __init__(self, backend: Backend) -> None:
-        self.client = Api(backend.url)
+        self.client = ChatApi(backend)
 
-    def __enter__(self) -> Api:
+    def __enter__(self) -> ChatApi:
         return self.client
 
     def __exit__(self, *_: Any) -> None:
@@ -175,8 +177,8 @@ def story(spawn: Any, databases: Databases) -> Story:
 
 
 @pytest.fixture()
-def apis(story: Story) -> Iterator[tuple[Api, Api]]:
-    a, b = Api(story.a.url), Api(story.b.url)
+def apis(story: Story) -> Iterator[tuple[ChatApi, ChatApi]]:
+    a, b = ChatApi(story.a), ChatApi(story.b)
     yield a, b
     a.close()
     b.close()
@@ -191,7 +193,9 @@ def _need_story(story: Story) -> None:
 
 
 @pytest.mark.milestone("4.1")
-def test_turns_are_rows_in_the_database(story: Story, apis: tuple[Api, Api], databases: Databases):
+def test_turns_are_rows_in_the_database(
+    story: Story, apis: tuple[ChatApi, ChatApi], databases: Databases
+):
     a, _ = apis
     kind = LABELS[databases.kind]
     tid, first = turn(a, FIRST_PROMPT, None)
@@ -209,7 +213,7 @@ def test_turns_are_rows_in_the_database(story: Story, apis: tuple[Api, Api], dat
 
 
 @pytest.mark.milestone("4.1")
-def test_two_backends_serve_one_conversation(story: Story, apis: tuple[Api, Api]):
+def test_two_backends_serve_one_conversation(story: Story, apis: tuple[ChatApi, ChatApi]):
     _need_story(story)
     a, b = apis
     tid = story.thread_id
@@ -252,20 +256,20 @@ def test_a_restarted_backend_keeps_the_history(story: Story):
 @pytest.mark.milestone("4.1")
 def test_a_refreshed_page_shows_the_whole_history(target: Path, story: Story):
     _need_story(story)
-    from grader.frontend import open_page, rendered_messages
+    from grader.toolkit.page import Page
 
-    at = page_ok(open_page(target, story.b.url, {"thread_id": story.thread_id}), "opening a thread")
-    missing = missing_from_page(rendered_messages(at), story.messages)
+    page = Page(target, story.b.url, {"thread_id": story.thread_id})
+    missing = missing_from_page(chat_messages(page), story.messages)
     expect(
         missing is None,
         "a fresh page opened with ?thread_id=… does not show the whole thread",
         expected=user_texts(story.messages),
-        actual=rendered_messages(at),
+        actual=page_listing(chat_messages(page)),
     )
 
 
 @pytest.mark.milestone("4.1")
-def test_clearing_one_thread_leaves_the_others(story: Story, apis: tuple[Api, Api]):
+def test_clearing_one_thread_leaves_the_others(story: Story, apis: tuple[ChatApi, ChatApi]):
     _need_story(story)
     a, b = apis
     gone, g1 = turn(a, "This thread will be cleared.", None)

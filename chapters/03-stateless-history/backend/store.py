@@ -5,7 +5,7 @@ done, so any number of backend processes can share one database file, and a proc
 restarted (or killed) at any moment without losing a conversation.
 """
 
-import json
+import json  # noqa: F401 (TODO 3.1 and 3.2 use it)
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager

@@ -9,10 +9,10 @@ whole turn is one transaction.
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select  # noqa: F401 (TODO 4.2 uses them)
 
 from backend.db import Database
-from backend.tables import messages
+from backend.tables import messages  # noqa: F401 (TODO 4.2 uses it)
 
 
 def append_messages(db: Database, thread_id: UUID, new: list[dict[str, Any]]) -> None:

@@ -13,8 +13,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy import Engine, create_engine, event, text  # STARTER: noqa: F401 (TODO 4.1 uses it)
+from sqlalchemy.engine import URL, Connection  # STARTER: noqa: F401 (TODO 4.1 uses it)
 from sqlalchemy.sql import Executable
 
 from backend.settings import DATABASE_URL

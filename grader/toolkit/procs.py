@@ -17,6 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
+from sqlalchemy import make_url
+
+from grader.toolkit import steps
+from grader.toolkit.causes import cause
 
 HEALTH_TIMEOUT = float(os.environ.get("GRADER_STARTUP_TIMEOUT", "30"))
 # How long /health may keep answering a status other than 200 before the start counts as failed.
@@ -141,6 +145,9 @@ class Backend:
             start_new_session=True,
         )
         log.close()
+        db = self.env.get("DATABASE_URL")
+        shown = f" ({make_url(db).render_as_string(hide_password=True)})" if db else ""
+        steps.record(f"start {self.name} on port {self.port}{shown}")
         return self
 
     def wait_ready(self, timeout: float = HEALTH_TIMEOUT) -> Backend:
@@ -191,11 +198,14 @@ class Backend:
 
     def stop(self) -> None:
         if self.proc is not None:
+            if self.proc.poll() is None:
+                steps.record(f"stop {self.name} (SIGTERM)")
             stop_pid(self.proc)
 
     def kill(self) -> None:
         """SIGKILL, as a crash or an OOM killer would: no shutdown handlers run."""
         if self.proc is not None and self.proc.poll() is None:
+            steps.record(f"kill {self.name} (SIGKILL)")
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=5)
 
@@ -222,6 +232,10 @@ class Backend:
         except FileNotFoundError:
             return ""
         return "\n".join(lines[-last:])
+
+    def cause_since(self, offset: int) -> str | None:
+        """What the backend's log says went wrong after byte `offset` (a traceback's last line)."""
+        return cause(self.log_since(offset, last=400))
 
     def log(self, last: int = 40) -> str:
         """The last lines this backend printed since it was (re)started."""

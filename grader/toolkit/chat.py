@@ -1,0 +1,263 @@
+"""Talking to a learner's backend: one HTTP client per purpose, failures in words.
+
+`Http` sends requests and turns what can go wrong into check failures: no answer, an unexpected
+status (naming an unfinished `TODO N.M`, or the exception a `5xx` left in the backend's log), a
+body that is not JSON. After a `5xx` or a broken connection it starts over with fresh
+connections, so one crash is reported once, as itself, and not as "could not reach the backend"
+on the next request over a kept-alive connection the crash left unusable.
+
+`ChatApi` adds the chat API of SPEC §2: `turn`, `history`, `clear`, and the two questions the
+offline assistant answers from the history it is given, `ask_first_message` and `ask_count`.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import httpx
+
+from grader.toolkit import steps
+from grader.toolkit.expect import expect, fail, shorten
+from grader.toolkit.explain import listing, message_problem
+from grader.toolkit.procs import Backend
+
+TODO_IN_TEXT = re.compile(r"TODO \d+\.\d+")
+FIRST_QUESTION = "what was my first message?"
+COUNT_QUESTION = "how many messages have I sent?"
+_FIRST_ANSWER = re.compile(r'Your first message was: "(.*)"', re.DOTALL)
+_COUNT_ANSWER = re.compile(r"You have sent (\d+) messages?")
+
+Message = dict[str, Any]
+
+
+def user_message(prompt: str) -> Message:
+    """The `{role, parts}` message a prompt becomes (SPEC §2)."""
+    return {"role": "user", "parts": [{"text": prompt}]}
+
+
+def is_uuid(value: Any) -> bool:
+    """A UUID as JSON carries it: a string that `uuid.UUID` accepts."""
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return isinstance(value, str)
+
+
+def same_thread(a: Any, b: Any) -> bool:
+    """Equal as UUIDs, so a solution may answer `str(uuid)`, `uuid.hex` or upper case."""
+    try:
+        return uuid.UUID(str(a)) == uuid.UUID(str(b))
+    except ValueError:
+        return False
+
+
+def text_of(messages: list[Message], role: str = "model") -> str:
+    """The text parts of the messages of one role, joined."""
+    return " ".join(
+        p["text"] for m in messages if m["role"] == role for p in m["parts"] if "text" in p
+    )
+
+
+def _sent(kw: dict[str, Any]) -> str:
+    if "json" in kw:
+        return " " + shorten(kw["json"], 70)
+    if "content" in kw:
+        return " " + shorten(repr(kw["content"]), 70)
+    return ""
+
+
+class Http:
+    """Requests to one backend; every one is a step of the check's log."""
+
+    def __init__(self, backend: Backend, timeout: float = 15.0) -> None:
+        self.backend = backend
+        self.timeout = timeout
+        self._client = self._new_client()
+        # Where the backend's log stood when the last request went out: its 5xx cause is after.
+        self._log_mark = 0
+
+    def _new_client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.backend.url, timeout=self.timeout)
+
+    def _start_over(self) -> None:
+        self._client.close()
+        self._client = self._new_client()
+
+    def request(
+        self, method: str, path: str, expect_status: int | None = 200, **kw: Any
+    ) -> httpx.Response:
+        what = f"{method} {path}"
+        self._log_mark = self.backend.log_offset_now()
+        try:
+            response = self._client.request(method, path, **kw)
+        except httpx.TimeoutException:
+            steps.record(f"{what}{_sent(kw)} → no answer within {self.timeout:.0f} s")
+            self._start_over()
+            fail(f"{what} got no answer within {self.timeout:.0f} s")
+        except httpx.TransportError as exc:
+            steps.record(f"{what}{_sent(kw)} → {type(exc).__name__}")
+            self._start_over()
+            alive = "" if self.backend.alive else " (its process has exited)"
+            fail(f"{what} could not reach the backend ({type(exc).__name__}){alive}")
+        steps.record(f"{what}{_sent(kw)} → {response.status_code}")
+        if response.status_code >= 500:
+            self._start_over()
+        if expect_status is not None and response.status_code != expect_status:
+            self.unexpected(response, expect_status)
+        return response
+
+    def unexpected(self, response: httpx.Response, expected: int) -> NoReturn:
+        """Fail for the last answer's wrong status, saying why as precisely as the grader can."""
+        request = response.request
+        what = f"{request.method} {request.url.path}"
+        body = response.text
+        shown = {
+            "expected": f"status {expected}",
+            "actual": f"{response.status_code}: {shorten(body)}",
+        }
+        todo = TODO_IN_TEXT.search(body)
+        if todo:
+            fail(f"{what} reached {todo.group(0)}, which is not done yet", **shown)
+        why = f"{what} answered {response.status_code} instead of {expected}"
+        if response.status_code >= 500:
+            found = self.backend.cause_since(self._log_mark)
+            if found:
+                why += f": {found}"
+        fail(why, **shown)
+
+    def json(self, method: str, path: str, expect_status: int = 200, **kw: Any) -> Any:
+        response = self.request(method, path, expect_status, **kw)
+        try:
+            return response.json()
+        except ValueError:
+            fail(
+                f"{method} {path} did not answer JSON",
+                expected="a JSON body",
+                actual=shorten(response.text),
+            )
+
+    def get(self, path: str, expect_status: int | None = 200, **kw: Any) -> httpx.Response:
+        return self.request("GET", path, expect_status, **kw)
+
+    def post(self, path: str, expect_status: int | None = 200, **kw: Any) -> httpx.Response:
+        return self.request("POST", path, expect_status, **kw)
+
+    def delete(self, path: str, expect_status: int | None = 204, **kw: Any) -> httpx.Response:
+        return self.request("DELETE", path, expect_status, **kw)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Http:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One `POST /chat`: its thread, and the messages it added, the user's first."""
+
+    thread_id: str
+    messages: list[Message]
+    # Whether the answer listed the user's message itself (SPEC §2 asks for it; 2.1 checks it).
+    echoed_prompt: bool
+
+    @property
+    def reply(self) -> list[Message]:
+        """The assistant's messages: everything after the user's."""
+        return self.messages[1:]
+
+    @property
+    def text(self) -> str:
+        """The model's text of this turn."""
+        return text_of(self.reply)
+
+
+def _messages(value: Any, where: str) -> list[Message]:
+    expect(
+        isinstance(value, list),
+        f"{where}: `messages` must be a list of messages",
+        expected='[{"role": "user", "parts": [{"text": "..."}]}, ...]',
+        actual=shorten(value, 300),
+    )
+    for i, message in enumerate(value):
+        problem = message_problem(message)
+        if problem:
+            fail(
+                f"message {i + 1} of {where}: {problem}",
+                expected={"role": "model", "parts": [{"text": "…"}]},
+                actual=shorten(message, 300),
+            )
+    return value
+
+
+class ChatApi(Http):
+    """The chat API of SPEC §2, on one backend: `with ChatApi(backend) as chat: chat.turn(...)`."""
+
+    def __enter__(self) -> ChatApi:
+        return self
+
+    def turn(self, prompt: str, thread_id: str | None = None) -> Turn:
+        """POST /chat; fails unless the answer is `{thread_id, messages}` for this thread."""
+        body = self.json("POST", "/chat", json={"prompt": prompt, "thread_id": thread_id})
+        expect(
+            isinstance(body, dict) and is_uuid(body.get("thread_id")),
+            'POST /chat must answer {"thread_id": "<uuid>", "messages": [...]}',
+            expected={"thread_id": thread_id or "a new UUID", "messages": ["…"]},
+            actual=shorten(body, 300),
+        )
+        if thread_id is not None:
+            expect(
+                same_thread(body["thread_id"], thread_id),
+                "POST /chat with a thread_id answered for another thread",
+                expected=thread_id,
+                actual=body["thread_id"],
+            )
+        messages = _messages(body.get("messages"), "POST /chat's answer")
+        echoed = bool(messages) and messages[0] == user_message(prompt)
+        if not echoed:
+            messages = [user_message(prompt), *messages]
+        expect(
+            any(m["role"] == "model" for m in messages[1:]),
+            "POST /chat answered without the assistant's messages: pass the history to "
+            "respond() and answer what it returned",
+            actual=listing(messages),
+        )
+        return Turn(str(body["thread_id"]), messages, echoed)
+
+    def history(self, thread_id: str) -> list[Message]:
+        """GET /history/{id}: the thread's messages; a thread never used is 200 with none."""
+        body = self.json("GET", f"/history/{thread_id}")
+        expect(
+            isinstance(body, dict) and same_thread(body.get("thread_id"), thread_id),
+            'GET /history/<id> must answer {"thread_id": "<that id>", "messages": [...]}',
+            expected={"thread_id": thread_id, "messages": ["…"]},
+            actual=shorten(body, 300),
+        )
+        return _messages(body.get("messages"), f"GET /history/{thread_id[:8]}…")
+
+    def clear(self, thread_id: str) -> None:
+        """DELETE /history/{id}: 204."""
+        self.delete(f"/history/{thread_id}")
+
+    def ask_first_message(self, thread_id: str) -> tuple[str | None, Turn]:
+        """Ask "what was my first message?": the prompt the assistant quotes, and the turn.
+
+        The assistant knows only what the turn passed to respond(), so its quote proves the
+        turn loaded the whole thread (not from memory, not a part of it).
+        """
+        asked = self.turn(FIRST_QUESTION, thread_id)
+        found = _FIRST_ANSWER.search(asked.text)
+        return (found.group(1) if found else None), asked
+
+    def ask_count(self, thread_id: str) -> tuple[int | None, Turn]:
+        """Ask "how many messages have I sent?": the count the assistant answers (this one too)."""
+        asked = self.turn(COUNT_QUESTION, thread_id)
+        found = _COUNT_ANSWER.search(asked.text)
+        return (int(found.group(1)) if found else None), asked

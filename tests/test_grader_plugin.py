@@ -1,0 +1,77 @@
+"""The plugin's contract with check modules: `after=` passes a check's value on, a check whose
+dependency did not pass is skipped as blocked (structured `blocked_by`), and an exception that is
+not a check failure is the grader's own `error`, never the learner's failure.
+
+A throwaway check module for chapter 1 runs against the passing fixture chapter, as `grader
+check` runs the real ones (pytest with the plugin, its terminal output off, a JSON report).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from mutants import PASSING
+
+from grader import REPO_ROOT
+
+CHECKS = '''
+from grader.toolkit.expect import fail
+from grader.toolkit.milestone import milestone
+
+
+@milestone("1.1")
+def gives_a_value() -> int:
+    """Returns what the next check needs."""
+    return 41
+
+
+@milestone("1.2", after=gives_a_value)
+def receives_it(value: int, api) -> None:
+    """Gets 1.1's value as its first argument, and fixtures after it."""
+    if value != 41:
+        fail(f"after= passed {value!r}")
+    api.json("GET", "/health")
+
+
+@milestone("1.3")
+def the_grader_breaks() -> None:
+    """A bug in a check: not the learner's fault."""
+    {}["missing"]
+
+
+@milestone("1.4", after=the_grader_breaks)
+def blocked(value: None) -> None:
+    """Never runs: the check it depends on did not pass."""
+    raise AssertionError("a blocked check ran")
+'''
+
+
+def test_after_blocked_and_error(tmp_path: Path) -> None:
+    module = tmp_path / "checks_flow.py"
+    module.write_text(CHECKS, encoding="utf-8")
+    report = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "pytest", str(module), "-p", "grader.plugin", "-p", "no:terminal"]
+    cmd += ["-p", "no:cacheprovider", f"--rootdir={REPO_ROOT}", f"--target={PASSING}"]
+    cmd += [f"--grader-json={report}", f"--basetemp={tmp_path / 'work'}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    milestones = {m["id"]: m for m in json.loads(report.read_text())["milestones"]}
+    statuses = {mid: m["status"] for mid, m in milestones.items()}
+    assert statuses == {"1.1": "passed", "1.2": "passed", "1.3": "error", "1.4": "skipped"}, (
+        proc.stdout + proc.stderr
+    )
+    assert proc.returncode == 1
+    broke = milestones["1.3"]
+    assert broke["rationale"] == "the grader stopped on KeyError: 'missing'"
+    assert "KeyError" in broke["traceback"] and "checks_flow.py" in broke["traceback"]
+    assert milestones["1.4"]["blocked_by"] == {"milestone": "1.3", "check": "the_grader_breaks"}
+    assert (
+        milestones["1.4"]["rationale"] == "can't check until 1.3's check the_grader_breaks passes"
+    )
+    assert milestones["1.2"]["steps"] == [], "a passing check keeps no steps in the report"
+    block = proc.stdout[proc.stdout.index("! 1.3") :]
+    assert "This is a fault in the grader, not in your code." in block
+    assert "why:" not in block.split("– 1.4")[0], "an error is not reported as the learner's fault"
+    assert "the grader broke on 1" in proc.stdout
