@@ -1,5 +1,5 @@
 # Shortcuts; each bootstraps .venv/ on first use through bootstrap.py.
-.PHONY: run test setup docs check verify starters
+.PHONY: run test setup lock docs check verify starters
 
 run:
 	python3 bootstrap.py run
@@ -9,6 +9,10 @@ test:
 
 setup:
 	python3 bootstrap.py setup
+
+# After editing pyproject.toml's dependencies: update uv.lock (commit both), then reinstall.
+lock:
+	python3 bootstrap.py lock
 
 docs: setup
 	.venv/bin/mkdocs serve

@@ -3,22 +3,29 @@
     .venv/bin/python benchmarks/grader_speed.py          # every chapter with a solution
     .venv/bin/python benchmarks/grader_speed.py 1 3      # chapters 1 and 3
     .venv/bin/python benchmarks/grader_speed.py -n 5     # 5 repetitions instead of 3
+    .venv/bin/python benchmarks/grader_speed.py --compare  # also without the fork server
 
 Absolute seconds say more about the machine than about the grader, so the same run also
 measures a baseline: `python -c "import fastapi, streamlit"` plus a bare `uvicorn` start of
 chapter 1's solution until it answers /health. Each chapter's median is printed as a multiple of
-that baseline. Nothing is asserted: this is a measurement, not a test.
+that baseline. So is the time a learner waits for the first failure of chapter 1's starter
+(`grader check 1` on a copy of chapters/01-baseline: until its first `✗` line is printed).
+`--compare` adds the same checks with `GRADER_FORKSERVER=0` (every backend a `python -m
+uvicorn` subprocess). The load average before and after is printed: other jobs on the same cores
+skew every number. Nothing is asserted: this is a measurement, not a test.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 import urllib.error
@@ -37,12 +44,42 @@ def chapters_with_solutions() -> list[tuple[int, str]]:
     ]
 
 
-def timed(cmd: list[str]) -> tuple[float, int]:
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
     start = time.perf_counter()
     proc = subprocess.run(
-        cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     return time.perf_counter() - start, proc.returncode
+
+
+def until_first_failure(cmd: list[str]) -> tuple[float, float]:
+    """Seconds until `cmd` prints its first `✗` line (inf if it never does), and until it ends."""
+    start = time.perf_counter()
+    first = float("inf")
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if first == float("inf") and line.decode("utf-8", "replace").lstrip().startswith("✗"):
+            first = time.perf_counter() - start
+    proc.wait()
+    return first, time.perf_counter() - start
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def free_port() -> int:
@@ -90,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("chapters", type=int, nargs="*", help="default: every chapter solved")
     parser.add_argument("-n", "--repeat", type=int, default=3, help="repetitions (default 3)")
+    parser.add_argument(
+        "--compare", action="store_true", help="also run every check without the fork server"
+    )
     args = parser.parse_args(argv)
 
     known = dict(chapters_with_solutions())
@@ -100,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     if 1 not in known:
         parser.error("the baseline starts chapter 1's solution, which is missing")
 
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU(s), {args.repeat} runs each\n")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU(s), {args.repeat} runs each")
+    print(f"before: {load()}\n")
     imports = [timed([sys.executable, "-c", "import fastapi, streamlit"])[0] for _ in range(3)]
     starts = [uvicorn_to_health(ROOT / "solutions" / known[1]) for _ in range(3)]
     baseline = statistics.median(imports) + statistics.median(starts)
@@ -108,21 +149,53 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, float, float, str, str]] = []
     rows.append(("import fastapi, streamlit", *summary(imports), "", ""))
     rows.append(("uvicorn ch1 → /health", *summary(starts), "", ""))
-    rows.append(("baseline (sum of medians)", baseline, baseline, "1.0×", ""))
+    rows.append(("baseline (sum of medians)", baseline, baseline, "1.00×", ""))
+    variants = [("", None)]
+    if args.compare:
+        variants.append((" (no fork server)", {**os.environ, "GRADER_FORKSERVER": "0"}))
     for number in chosen:
-        cmd = [sys.executable, "-m", "grader", "check", str(number), "--solution"]
-        runs = [timed(cmd) for _ in range(args.repeat)]
-        fastest, median = summary([seconds for seconds, _ in runs])
-        codes = {code for _, code in runs}
-        status = "pass" if codes == {0} else f"exit {sorted(codes)}"
-        label = f"grader check {number} --solution"
-        rows.append((label, fastest, median, f"{median / baseline:.1f}×", status))
+        for suffix, env in variants:
+            cmd = [sys.executable, "-m", "grader", "check", str(number), "--solution"]
+            runs = [timed(cmd, env) for _ in range(args.repeat)]
+            fastest, median = summary([seconds for seconds, _ in runs])
+            codes = {code for _, code in runs}
+            status = "pass" if codes == {0} else f"exit {sorted(codes)}"
+            label = f"grader check {number} --solution{suffix}"
+            rows.append((label, fastest, median, f"{median / baseline:.2f}×", status))
+
+    starter = ROOT / "chapters" / known[1]
+    if starter.is_dir():
+        with tempfile.TemporaryDirectory(prefix="grader-speed-") as tmp:
+            # A copy, so that checking it records no progress in .grader/.
+            copy = shutil.copytree(starter, Path(tmp) / starter.name)
+            cmd = [sys.executable, "-m", "grader", "check", "1", "--target", str(copy)]
+            runs = [until_first_failure(cmd) for _ in range(args.repeat)]
+        firsts = [first for first, _ in runs]
+        status = "✗ shown" if all(f != float("inf") for f in firsts) else "no ✗ printed"
+        rows.append(
+            (
+                "starter 1: first ✗ shown",
+                *summary(firsts),
+                f"{statistics.median(firsts) / baseline:.2f}×",
+                status,
+            )
+        )
+        ends = [end for _, end in runs]
+        rows.append(
+            (
+                "starter 1: whole run",
+                *summary(ends),
+                f"{statistics.median(ends) / baseline:.2f}×",
+                "",
+            )
+        )
 
     width = max(len(r[0]) for r in rows)
     print(f"{'what':<{width}}  {'min s':>7}  {'median s':>8}  {'× baseline':>10}  result")
     print(f"{'-' * width}  {'-' * 7}  {'-' * 8}  {'-' * 10}  ------")
     for label, fastest, median, ratio, status in rows:
         print(f"{label:<{width}}  {fastest:7.2f}  {median:8.2f}  {ratio:>10}  {status}")
+    print(f"\nafter: {load()}")
     return 0
 
 

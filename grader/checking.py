@@ -13,8 +13,24 @@ from typing import Any
 
 from grader import REPO_ROOT
 from grader.manifest import Chapter
+from grader.toolkit import forkserver
 
 CHECKS_DIR = REPO_ROOT / "grader" / "checks"
+
+# Installed pytest plugins the checks do not use; anyio's alone costs pytest a sixth of a second
+# to start (anyio is still imported, later, by Streamlit: in the background, for most chapters).
+_UNUSED_PLUGINS = ("-p", "no:anyio", "-p", "no:xdist", "-p", "no:xdist.looponfail")
+
+# `python -m pytest`, minus the interpreter's teardown of Streamlit, SQLAlchemy and the rest
+# (a sixth of a second): once pytest has returned, every report is written and every process it
+# started is stopped; the exit status is pytest's.
+_PYTEST_MAIN = (
+    "import os, sys, pytest\n"
+    "code = int(pytest.main())\n"
+    "sys.stdout.flush()\n"
+    "sys.stderr.flush()\n"
+    "os._exit(code)\n"
+)
 
 
 @dataclass
@@ -42,13 +58,14 @@ def run_checks(
         report_path = json_path or Path(tmp) / "report.json"
         cmd = [
             sys.executable,
-            "-m",
-            "pytest",
+            "-c",
+            _PYTEST_MAIN,
             str(check_module(chapter)),
             "-p",
             "no:terminal",
             "-p",
             "no:cacheprovider",
+            *_UNUSED_PLUGINS,
             f"--rootdir={REPO_ROOT}",
             f"--target={target}",
             f"--db={db}",
@@ -59,17 +76,46 @@ def run_checks(
         if require_all:
             cmd.append("--require-all")
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-        proc = subprocess.run(
-            cmd,
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=capture,
-            text=True,
-        )
+        proc = _run_pytest(cmd, env, capture, db)
         try:
             report = json.loads(report_path.read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError):
             report = None
         output = (proc.stdout or "") + (proc.stderr or "") if capture else ""
         return CheckRun(proc.returncode, output, report)
+
+
+def _run_pytest(
+    cmd: list[str], env: dict[str, str], capture: bool, db: str = "sqlite"
+) -> subprocess.CompletedProcess:
+    """`subprocess.run(cmd)`, with a fork server started first and handed to pytest.
+
+    The server preloads the backends' imports while pytest starts and collects, so the first
+    backend boots at once. It is closed (and every backend it still has is stopped) once
+    pytest has exited, whatever happened to pytest.
+    """
+    server = forkserver.start_detached(also=forkserver.drivers_for(db))
+    if server is not None:
+        env = {**env, **server.env()}
+    try:
+        with subprocess.Popen(
+            cmd,
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE if capture else None,
+            text=True,
+            pass_fds=(server.fd,) if server is not None else (),
+        ) as proc:
+            if server is not None:
+                server.release()  # pytest has its copy; the server sees the end through it
+            try:
+                out, err = proc.communicate()
+            except BaseException:  # Ctrl-C: as subprocess.run does
+                proc.kill()
+                raise
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    finally:
+        if server is not None:
+            server.close()

@@ -285,7 +285,12 @@ def cmd_dev(manifest: Manifest, args: argparse.Namespace) -> int:
 
 
 def cmd_db(manifest: Manifest, args: argparse.Namespace) -> int:
-    from grader.dbservers import db_command
+    if args.action == "show":
+        from grader.dbservers.show import show_command
+
+        folder = REPO_ROOT / "chapters" / _chapter(manifest, args.chapter).slug
+        return show_command(args.thread_id, db=args.db, chapter_dir=folder, url=args.url)
+    from grader.dbservers.cli import db_command
 
     return db_command(args)
 
@@ -333,13 +338,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend-port", type=int, default=8000)
     p.add_argument("--frontend-port", type=int, default=8501)
 
-    p = sub.add_parser("db", help="start or stop a local Postgres or MariaDB server for `--db`")
-    p.add_argument("action", choices=("up", "down", "status", "wait"))
-    p.add_argument("kind", nargs="?", choices=("postgres", "mysql"))
+    db = sub.add_parser(
+        "db", help="a local Postgres or MariaDB server for `--db`; a thread's rows as stored"
+    )
+    dbsub = db.add_subparsers(dest="action", metavar="{up,down,status,wait,show}", required=True)
+    servers = ("postgres", "mysql")
+    p = dbsub.add_parser("up", help="start a local server (Debian/Ubuntu binaries)")
+    p.add_argument("kind", nargs="?", choices=servers)
     p.add_argument("--port", type=int, help="default 5433 (postgres) or 3307 (mysql)")
-    p.add_argument("--purge", action="store_true", help="with down: also delete the data")
-    p.add_argument("--url", help="with wait: the database to wait for (default: DATABASE_URL)")
-    p.add_argument("--timeout", type=float, default=60, help="with wait: seconds (default 60)")
+    p = dbsub.add_parser("down", help="stop the server `grader db up` started")
+    p.add_argument("kind", nargs="?", choices=servers)
+    p.add_argument("--purge", action="store_true", help="also delete its data")
+    p = dbsub.add_parser("status", help="which servers run, and their DATABASE_URL")
+    p.add_argument("kind", nargs="?", choices=servers)
+    p = dbsub.add_parser("wait", help="wait until a database answers (for containers)")
+    p.add_argument("--url", help="the database to wait for (default: DATABASE_URL)")
+    p.add_argument("--timeout", type=float, default=60, help="seconds (default 60)")
+    p = dbsub.add_parser("show", help="a thread's rows as the database holds them")
+    p.add_argument("thread_id", help="the thread's id (a UUID)")
+    p.add_argument(
+        "--db", default="sqlite", choices=DATABASE_KINDS, help="the database of `grader run --db`"
+    )
+    p.add_argument("--url", help="read this database instead (a SQLAlchemy URL)")
+    p.add_argument("--chapter", type=int, help="whose SQLite file (default: your current chapter)")
 
     dev = sub.add_parser("dev", help="maintainers: regenerate starters, verify, add a chapter")
     devsub = dev.add_subparsers(dest="dev_command", metavar="{starters,verify,new}", required=True)

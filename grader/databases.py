@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import make_url
 
-from grader import dbservers
-from grader.dbservers import DatabaseUnavailable
-
-__all__ = ["DatabaseUnavailable", "Databases"]
+from grader.dbservers import connections
+from grader.dbservers.errors import DatabaseUnavailable
+from grader.dbservers.server import Server
+from grader.dbservers.session import session_server
 
 
 class Databases:
@@ -28,17 +28,17 @@ class Databases:
         self.workdir = workdir
         self.require = require
         self._counter = itertools.count(1)
-        self._server: dbservers.Server | None = None
+        self._server: Server | None = None
         self._error: str | None = None
 
     @property
-    def server(self) -> dbservers.Server:
+    def server(self) -> Server:
         """The session's server, started once (a failure is remembered, not retried)."""
         if self._error is not None:
             self._unavailable(self._error)
         if self._server is None:
             try:
-                self._server = dbservers.session_server(self.kind)
+                self._server = session_server(self.kind)
             except DatabaseUnavailable as exc:
                 self._error = str(exc)
                 self._unavailable(self._error)
@@ -68,12 +68,12 @@ class Databases:
             if backend_pid is None:
                 raise ValueError("on SQLite, connection_count needs the backend's PID")
             path = make_url(url).database
-            return dbservers.sqlite_file_handles(backend_pid, Path(path or ""))
-        return dbservers.connection_count(url)
+            return connections.sqlite_file_handles(backend_pid, Path(path or ""))
+        return connections.connection_count(url)
 
     def connection_ids(self, url: str) -> set[str]:
         """Identities of the server's connections to `url` (new ones mean new connections)."""
-        return dbservers.connection_ids(url)
+        return connections.connection_ids(url)
 
     def _unavailable(self, message: str):
         if self.require:

@@ -10,10 +10,13 @@ reported as `error`, never blamed on the learner.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
 import re
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,14 +24,16 @@ from typing import Any
 import pytest
 
 from grader import REPO_ROOT
-from grader.databases import Databases, DatabaseUnavailable
+from grader.databases import Databases
+from grader.dbservers.errors import DatabaseUnavailable
 from grader.manifest import DATABASE_KINDS, Chapter, Manifest, load
 from grader.report import MilestoneResult, Report, Status, render
-from grader.toolkit import steps
+from grader.toolkit import forkserver, steps
+from grader.toolkit.causes import raised
 from grader.toolkit.chat import ChatApi
 from grader.toolkit.expect import CheckFailed
 from grader.toolkit.milestone import Blocked, depends_on, milestone_of
-from grader.toolkit.procs import Backend, BackendError, start_all
+from grader.toolkit.procs import Backend, BackendError, start_all, stop_all
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -70,6 +75,53 @@ def _state(config: pytest.Config) -> State:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "milestone(id): the milestone a check belongs to")
     config.stash[STATE] = State(config)
+    _start_fork_server(config)
+
+
+# --- warm-up: feedback speed is part of the design (SPEC §5) -----------------------------------
+
+
+def _start_fork_server(config: pytest.Config) -> None:
+    """Adopt the fork server `grader check` started for this session, or start one now: it
+    preloads FastAPI, uvicorn and SQLAlchemy while pytest collects, and every backend is then
+    forked from it. Closed (its leftover backends stopped) when pytest unconfigures."""
+    server = forkserver.ForkServer.adopt_from_env()
+    if server is None and forkserver.enabled():
+        try:
+            server = forkserver.ForkServer.start(
+                also=forkserver.drivers_for(config.getoption("db"))
+            )
+        except OSError:
+            server = None  # every backend starts as a subprocess, as before
+    if server is None:
+        return
+    forkserver.activate(server)
+
+    def close() -> None:
+        forkserver.activate(None)
+        server.close()
+
+    config.add_cleanup(close)
+
+
+_STREAMLIT_TESTING = "streamlit.testing.v1"
+
+
+def _import_streamlit_in_background() -> threading.Thread | None:
+    """Import Streamlit's testing API (a second of imports) in a thread while the first backend
+    boots and the first checks run, which mostly wait for a backend; a page check that imports
+    it meanwhile waits for that import rather than redoing it."""
+    if _STREAMLIT_TESTING in sys.modules:
+        return None
+
+    def load() -> None:
+        # On an error, the page check imports it again and reports what is wrong.
+        with contextlib.suppress(Exception):
+            __import__(_STREAMLIT_TESTING)
+
+    thread = threading.Thread(target=load, name="grader-streamlit-import", daemon=True)
+    thread.start()
+    return thread
 
 
 def _milestone_of(item: pytest.Item) -> str | None:
@@ -174,6 +226,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         if isinstance(exc, _REPORTED):
             result.status = Status.FAILED
             result.rationale = getattr(exc, "rationale", None) or str(exc)
+            if isinstance(exc, BackendError) and (found := raised(exc.log)):
+                result.rationale += f": it raised {found}"
             result.expected = getattr(exc, "expected", None)
             result.actual = getattr(exc, "actual", None)
             result.log = getattr(exc, "log", None) or _logs_since_setup(state)
@@ -268,6 +322,7 @@ def spawn(
     latest, by PID, whatever the checks did.
     """
     base = tmp_path_factory.mktemp("backends")
+    warm_up: list[threading.Thread | None] = []
 
     def _spawn(
         database_url: str,
@@ -288,11 +343,15 @@ def spawn(
             grader_state.backends.append(b)
             grader_state.log_marks[id(b)] = 0
             started.append(b)
+        if not warm_up:  # while the first backends boot
+            warm_up.append(_import_streamlit_in_background())
         return start_all(started)
 
     yield _spawn
-    for b in grader_state.backends:
-        b.stop()
+    stop_all(grader_state.backends)
+    for thread in warm_up:
+        if thread is not None:
+            thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")

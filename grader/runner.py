@@ -44,7 +44,7 @@ def database_url(db: str, target: Path) -> str:
     if db == "sqlite":
         # Relative to the chapter folder, where the backend runs: the file sits beside your code.
         return os.environ.get("DATABASE_URL", "sqlite:///./messages.db")
-    from grader.dbservers import url_for_run
+    from grader.dbservers.persistent import url_for_run
 
     return url_for_run(db)
 

@@ -3,11 +3,16 @@
 The manifest loads, the starters are in sync with the solutions, every solution passes every
 exercise milestone on every database its chapter supports (and fails its demos, as designed), and
 every starter fails each milestone that needs one of its TODOs, naming the TODO.
+
+On a terminal, Rich shows the runs going (chapter, variant, database, elapsed time) while the
+result lines scroll above them; anywhere else (CI logs, pipes) it prints the same lines plain, one
+per finished run, with no control codes.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -82,6 +87,84 @@ def _run(job: Job, require_all: bool) -> Job:
     return job
 
 
+def _label(job: Job) -> str:
+    return f"chapter {job.chapter.number} {job.variant:<8} on {job.db:<8}"
+
+
+class _Plain:
+    """Where the result lines go when stdout is not a terminal: plain `print`, nothing live."""
+
+    def __enter__(self) -> _Plain:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def started(self, job: Job) -> None:
+        pass
+
+    def finished(self, job: Job) -> None:
+        pass
+
+    def print(self, line: str) -> None:
+        print(line, flush=True)
+
+
+class _Live(_Plain):
+    """On a terminal: one live row per running run and one for the whole verify (Rich)."""
+
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.console = Console(markup=False, emoji=False, highlight=False)
+        # transient: the rows vanish at the end, leaving exactly the plain lines above them
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}", markup=False),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.total, self.done = total, 0
+        self.overall = self.progress.add_task(self._summary(), total=None)
+        self.rows: dict[int, Any] = {}
+
+    def _summary(self) -> str:
+        return f"verify: {self.done} of {self.total} runs finished"
+
+    def __enter__(self) -> _Live:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def started(self, job: Job) -> None:
+        self.rows[id(job)] = self.progress.add_task(_label(job).rstrip(), total=None)
+
+    def finished(self, job: Job) -> None:
+        self.progress.remove_task(self.rows.pop(id(job)))
+        self.done += 1
+        self.progress.update(self.overall, description=self._summary())
+        self.progress.refresh()  # before its line is printed under rows that are out of date
+
+    def print(self, line: str) -> None:
+        from rich.text import Text
+
+        text = Text(line)
+        if line[:1] in ("✓", "✗"):
+            text.stylize("green" if line[0] == "✓" else "red", 0, 1)
+        self.console.print(text, soft_wrap=True)
+
+
+def _on_terminal() -> bool:
+    try:
+        return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):  # no stdout, or a closed one
+        return False
+
+
 def verify(
     manifest: Manifest,
     databases: list[str] | None = None,
@@ -116,19 +199,29 @@ def verify(
         for variant in ("solution", "starter")
     ]
     failed = 0
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for job in pool.map(lambda j: _run(j, require_all), todo):
+    out = _Live(len(todo)) if _on_terminal() else _Plain()
+    with out, ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+
+        def run(job: Job) -> Job:
+            out.started(job)
+            try:
+                return _run(job, require_all)
+            finally:
+                out.finished(job)
+
+        # In the order of `todo`, each as soon as it and those before it have finished.
+        for job in pool.map(run, todo):
             ok = not job.problems
             failed += not ok
-            label = f"chapter {job.chapter.number} {job.variant:<8} on {job.db:<8}"
-            print(f"{'✓' if ok else '✗'} {label} ({job.seconds:.1f} s)")
+            out.print(f"{'✓' if ok else '✗'} {_label(job)} ({job.seconds:.1f} s)")
             for w in job.warnings:
-                print(f"    warning: {w}")
+                out.print(f"    warning: {w}")
             for p in job.problems:
-                print(f"    {p}")
+                out.print(f"    {p}")
             if not ok and job.run is not None:
-                print("    --- the grader's report ---")
-                print("\n".join(f"    {line}" for line in job.run.output.splitlines()))
+                out.print("    --- the grader's report ---")
+                for line in job.run.output.splitlines():
+                    out.print(f"    {line}")
     if failed:
         print(f"\n✗ verify: {failed} of {len(todo)} runs have problems")
         return 1

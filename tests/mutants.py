@@ -6,8 +6,8 @@ to `solutions/<slug>/`, applied to a copy in a temporary folder (`derive` does t
 folder: tests/conftest.py derives the grader's broken fixture chapters from a correct one):
 
 - `Edit(file, old, new)` replaces `old`, which must occur exactly once in the solution's file;
-- `Overlay(file, fixture, replaces)` appends a file of whole functions from
-  `tests/fixtures/wrong/` to the solution's file. A module runs top to bottom, so the appended
+- `Overlay(file, fixture, replaces)` appends a file of whole functions from `tests/fixtures/`
+  (`wrong/…` for a fault, `right/…` for a right variant) to the solution's file. A module runs top to bottom, so the appended
   `def`s replace the solution's functions of the same names for every caller that looks them up
   on the module (`store.load_history(...)`).
 
@@ -34,12 +34,15 @@ from typing import Any
 
 import pytest
 
-from grader import REPO_ROOT, dbservers
+from grader import REPO_ROOT
+from grader.dbservers.binaries import binaries_available
+from grader.dbservers.errors import how_to_get
+from grader.dbservers.urls import ENV_URLS
 from grader.manifest import load
 
 SOLUTIONS = REPO_ROOT / "solutions"
-WRONG = REPO_ROOT / "tests" / "fixtures" / "wrong"
-RIGHT = REPO_ROOT / "tests" / "fixtures" / "right"
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+RIGHT = FIXTURES / "right"
 IN_CI = bool(os.environ.get("CI"))
 
 
@@ -68,7 +71,7 @@ def _functions(source: str) -> set[str]:
 
 @dataclass(frozen=True)
 class Overlay:
-    """Append `tests/fixtures/wrong/<fixture>` to `file`; its functions `replaces` win."""
+    """Append `tests/fixtures/<fixture>` to `file`; its functions `replaces` win."""
 
     file: str
     fixture: str
@@ -77,7 +80,7 @@ class Overlay:
     def apply(self, root: Path, mutant: str) -> None:
         path = root / self.file
         text = path.read_text(encoding="utf-8")
-        overlay = (WRONG / self.fixture).read_text(encoding="utf-8")
+        overlay = (FIXTURES / self.fixture).read_text(encoding="utf-8")
         for what, source in (("the solution's " + self.file, text), (self.fixture, overlay)):
             missing = set(self.replaces) - _functions(source)
             assert not missing, (
@@ -141,9 +144,9 @@ class Mutant:
 
 def require_database(db: str) -> None:
     """Skip a check on a database server this machine cannot start; in CI, fail instead."""
-    if db == "sqlite" or dbservers.binaries_available(db) or os.environ.get(dbservers.ENV_URLS[db]):
+    if db == "sqlite" or binaries_available(db) or os.environ.get(ENV_URLS[db]):
         return
-    message = f"no {db} server: {dbservers.how_to_get(db)}"
+    message = f"no {db} server: {how_to_get(db)}"
     if IN_CI:
         pytest.fail(f"CI must run the database tests; {message}")
     pytest.skip(message)

@@ -41,7 +41,7 @@ MUTANTS = [
         "history-in-a-dict",
         (DICT, READ_DICT, Edit(STORE, ROWS, f"{WRITE_DICT}    rows = []")),
         fails="3.1",
-        says=r"POST /chat answered, but the thread has no rows in the messages table",
+        says=r"POST /chat answered, but A has no rows in the messages table",
     ),
     Mutant(
         "history-read-from-a-dict",  # the rows are written, but a turn reads the dict
@@ -60,13 +60,13 @@ MUTANTS = [
             ),
         ),
         fails="3.1",
-        says=r"returned another thread's messages: history is not filtered by thread_id",
+        says=r"holds another thread's message .*: the history must be filtered by thread_id",
     ),
     Mutant(
         "history-newest-first",
         (Edit(STORE, 'WHERE thread_id = ? ORDER BY id"', 'WHERE thread_id = ? ORDER BY id DESC"'),),
         fails="3.1",
-        says=r"GET /history for thread A: messages come newest first",
+        says=r"GET /history of thread A is newest first",
     ),
     Mutant(
         "delete-without-where",
@@ -102,6 +102,103 @@ MUTANTS = [
         ),
         fails="3.3",
         says=r"did not show a turn another client stored.*instead of keeping messages in st\.session_state",
+    ),
+    Mutant(
+        "create-table-twice",  # works once; the second start finds the table there
+        (Edit(STORE, "CREATE TABLE IF NOT EXISTS messages (", "CREATE TABLE messages ("),),
+        fails="3.2",
+        says=r"exited with code \d+ before answering GET /health: it raised .*table messages already exists",
+    ),
+    Mutant(
+        "no-index",
+        (
+            Edit(
+                STORE,
+                "CREATE INDEX IF NOT EXISTS messages_thread_id_id ON messages (thread_id, id);",
+                "",
+            ),
+        ),
+        fails="3.1",
+        says=r"no index on \(thread_id, id\)",
+    ),
+    Mutant(
+        "history-cached-per-process",  # read-through cache: right on one backend, stale on two
+        (
+            Edit(
+                STORE,
+                "BUSY_TIMEOUT_SECONDS = 10\n",
+                "BUSY_TIMEOUT_SECONDS = 10\nCACHE: dict = {}\n",
+            ),
+            Edit(
+                STORE,
+                '    rows = db.execute(\n        "SELECT role, parts FROM messages WHERE thread_id = ? ORDER BY id",',
+                "    if str(thread_id) in CACHE:\n"
+                "        return list(CACHE[str(thread_id)])\n"
+                '    rows = db.execute(\n        "SELECT role, parts FROM messages WHERE thread_id = ? ORDER BY id",',
+            ),
+            Edit(
+                STORE,
+                '    return [{"role": role, "parts": json.loads(parts)} for role, parts in rows]',
+                '    CACHE[str(thread_id)] = [{"role": r, "parts": json.loads(p)} for r, p in rows]\n'
+                "    return list(CACHE[str(thread_id)])",
+            ),
+            Edit(STORE, ROWS, f"{ROWS}\n    CACHE.pop(str(thread_id), None)"),
+            Edit(
+                STORE,
+                '    db.execute("DELETE FROM messages WHERE thread_id = ?", (str(thread_id),))',
+                '    db.execute("DELETE FROM messages WHERE thread_id = ?", (str(thread_id),))\n'
+                "    CACHE.pop(str(thread_id), None)",
+            ),
+        ),
+        fails="3.4",
+        says=r"does not see the turn .* just stored: history is kept in process memory",
+    ),
+    Mutant(
+        "thread-id-kept-in-the-session",  # survives a rerun, not a refresh
+        (
+            Edit(
+                PAGE,
+                '    return st.query_params.get("thread_id")',
+                '    return st.session_state.get("thread_id")',
+            ),
+            Edit(
+                PAGE,
+                '    st.query_params["thread_id"] = thread_id',
+                "    st.session_state.thread_id = thread_id",
+            ),
+        ),
+        fails="3.3",
+        says=r"the page must keep the thread id in the URL",
+    ),
+    Mutant(
+        "clear-button-forgets-the-backend",  # the page empties, the thread stays
+        (Edit(PAGE, '    backend("DELETE", f"/history/{thread_id}")', "    pass"),),
+        fails="3.5",
+        says=r"the clear_history button did not clear the thread on the backend",
+    ),
+    Mutant(
+        "toggle-hides-the-text-too",
+        (Edit(PAGE, '    return "text" in part or show_telemetry', "    return show_telemetry"),),
+        fails="3.6",
+        says=r"off the page hid more than tool telemetry",
+    ),
+    Mutant(
+        "toggle-does-nothing",
+        (Edit(PAGE, '    return "text" in part or show_telemetry', "    return True"),),
+        fails="3.6",
+        says=r"off the page still shows the tool call or response",
+    ),
+    Mutant(
+        "thread-id-as-any-string",
+        (
+            Edit(
+                "backend/models.py",
+                "    thread_id: UUID | None = None",
+                "    thread_id: str | None = None",
+            ),
+        ),
+        fails="3.7",
+        says=r"a thread_id that is not a UUID answered (200|500), not 422: declare thread_id as `UUID \| None`",
     ),
 ]
 

@@ -1,12 +1,10 @@
-"""Chapter 4's checks catch the two classic database mistakes, and say which one it is.
+"""Chapter 4's checks catch the classic database mistakes, say which one it is, and accept right
+solutions written differently.
 
-Each mutant is the chapter 4 solution with one fault (see tests/mutants.py):
-
-- `engine-per-request`: `Database.__enter__` calls make_engine itself, so every request gets a
-  new pool and its connections linger; milestone 4.3 must fail and say so;
-- `string-sql`: the store pastes values into SQL text, with home-made quote doubling that gets
-  everyday text through (tests/fixtures/wrong/ch04-string-sql.py); milestone 4.4 must fail
-  and name bound parameters.
+Each mutant is the chapter 4 solution with one fault (see tests/mutants.py); it must fail its
+milestone with a `why` naming the fault, on every database it is run on, its dependents skipped
+and everything else passing. The right variants (named bound parameters in SQL text, a native
+Uuid column) must pass everything.
 """
 
 from __future__ import annotations
@@ -14,51 +12,171 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mutants import Edit, Mutant, Overlay, assert_caught, grade
+from mutants import SOLUTIONS, Edit, Mutant, Overlay, assert_caught, derive, grade
 
 CHAPTER, SLUG = 4, "04-choosing-a-database"
-
-ENGINE_PER_REQUEST = Mutant(
-    "engine-per-request",
-    (
-        Edit(
-            "backend/db.py",
-            "self._connection: Connection = get_engine().connect()",
-            "self._connection: Connection = make_engine(DATABASE_URL).connect()",
-        ),
-    ),
-    fails="4.3",
-    says=r"new engine .*per request.* Make one engine per process",
-)
-STRING_SQL = Mutant(
-    "string-sql",
-    (
-        Overlay(
-            "backend/store.py",
-            "ch04-string-sql.py",
-            replaces=("append_messages", "load_history", "delete_thread"),
-        ),
-    ),
-    fails="4.4",
-    says=r"POST /chat with the prompt .*SQL assembled from strings.*bound parameter",
-)
+DB, STORE, TABLES = "backend/db.py", "backend/store.py", "backend/tables.py"
 SQLITE, POSTGRES, MYSQL = (
     "sqlite",
     pytest.param("postgres", marks=pytest.mark.databases),
     pytest.param("mysql", marks=pytest.mark.databases),
 )
+PER_ENGINE = "self._connection: Connection = get_engine().connect()"
+WHERE_THREAD = "        .where(messages.c.thread_id == str(thread_id))\n"
+
+MUTANTS = {
+    "engine-per-request": Mutant(
+        "engine-per-request",
+        (
+            Edit(
+                DB, PER_ENGINE, "self._connection: Connection = make_engine(DATABASE_URL).connect()"
+            ),
+        ),
+        fails="4.3",
+        says=r"new engine .*per request.* Make one engine per process",
+    ),
+    "engine-per-request-disposed": Mutant(  # leaves no connection behind to count
+        "engine-per-request-disposed",
+        (
+            Edit(
+                DB, PER_ENGINE, "self._connection: Connection = make_engine(DATABASE_URL).connect()"
+            ),
+            Edit(
+                DB,
+                "        finally:\n            self._connection.close()",
+                "        finally:\n            self._connection.close()\n"
+                "            self._connection.engine.dispose()",
+            ),
+        ),
+        fails="4.3",
+        says=r"new engine .*per request.* Make one engine per process",
+    ),
+    "engine-per-thread": Mutant(
+        "engine-per-thread",
+        (
+            Edit(
+                DB,
+                "    global _engine\n    with _engine_lock:\n        if _engine is None:\n"
+                "            _engine = make_engine(DATABASE_URL)\n        return _engine",
+                "    if not hasattr(_per_thread, 'engine'):\n"
+                "        _per_thread.engine = make_engine(DATABASE_URL)\n"
+                "    return _per_thread.engine",
+            ),
+            Edit(DB, "_engine_lock = threading.Lock()\n", "_per_thread = threading.local()\n"),
+        ),
+        fails="4.3",
+        says=r"An engine per request or per thread\? Make one engine per process",
+    ),
+    "string-sql": Mutant(
+        "string-sql",
+        (
+            Overlay(
+                STORE,
+                "wrong/ch04-string-sql.py",
+                replaces=("append_messages", "load_history", "delete_thread"),
+            ),
+        ),
+        fails="4.4",
+        says=r"POST /chat with the prompt .*SQL assembled from strings.*bound parameter",
+    ),
+    "ignores-database-url": Mutant(
+        "ignores-database-url",
+        (
+            Edit(
+                "backend/settings.py",
+                'DATABASE_URL = database_url(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL)',
+                "DATABASE_URL = database_url(DEFAULT_DATABASE_URL)",
+            ),
+        ),
+        fails="4.1",
+        says=r"the backend wrote to \./messages\.db, its default, not to the database in "
+        r"DATABASE_URL",
+    ),
+    "history-not-filtered-by-thread": Mutant(
+        "history-not-filtered-by-thread",
+        (Edit(STORE, WHERE_THREAD, ""),),
+        fails="4.1",
+        says=r"holds another thread's message .*: the history must be filtered by thread_id",
+    ),
+    "jsonb-parts": Mutant(  # Postgres's JSONB cannot hold U+0000, which a prompt may contain
+        "jsonb-parts",
+        (
+            Edit(
+                TABLES,
+                'Column("parts", JSON,',
+                'Column("parts", JSON().with_variant(JSONB(), "postgresql"),',
+            ),
+            Edit(
+                TABLES,
+                "from sqlalchemy import ",
+                "from sqlalchemy.dialects.postgresql import JSONB\nfrom sqlalchemy import ",
+            ),
+        ),
+        fails="4.4",
+        says=r"JSONB type cannot hold the character U\+0000",
+    ),
+}
+RUNS = [
+    ("engine-per-request", SQLITE),
+    ("engine-per-request", POSTGRES),
+    ("engine-per-request", MYSQL),
+    ("engine-per-request-disposed", SQLITE),
+    ("engine-per-request-disposed", POSTGRES),
+    ("engine-per-thread", SQLITE),
+    ("engine-per-thread", POSTGRES),
+    ("string-sql", SQLITE),
+    ("string-sql", POSTGRES),
+    ("ignores-database-url", SQLITE),
+    ("ignores-database-url", POSTGRES),
+    ("history-not-filtered-by-thread", SQLITE),
+    ("jsonb-parts", POSTGRES),
+]
+
+
+def _param(name: str, db: object) -> object:
+    value = db.values[0] if hasattr(db, "values") else db
+    marks = getattr(db, "marks", ())
+    return pytest.param(MUTANTS[name], value, id=f"{name}-{value}", marks=marks)
+
+
+@pytest.mark.parametrize(("mutant", "db"), [_param(n, d) for n, d in RUNS])
+def test_the_fault_fails_its_milestone(mutant: Mutant, db: str, tmp_path: Path) -> None:
+    graded = grade(CHAPTER, mutant.build(SLUG, tmp_path), tmp_path, db)
+    assert_caught(graded, CHAPTER, mutant)
+    if mutant.fails == "4.3":  # the failure points at the TODO where the engine must come from
+        assert any("backend/db.py" in t for t in graded.milestones["4.3"]["todos"])
+
+
+NATIVE_UUID = (
+    Edit(
+        TABLES,
+        'Column("thread_id", String(36), nullable=False)',
+        'Column("thread_id", Uuid, nullable=False)',
+    ),
+    Edit(TABLES, "from sqlalchemy import ", "from sqlalchemy import Uuid\nfrom sqlalchemy import "),
+    Edit(STORE, '{"thread_id": str(thread_id), "role"', '{"thread_id": thread_id, "role"'),
+    Edit(STORE, WHERE_THREAD, "        .where(messages.c.thread_id == thread_id)\n"),
+    Edit(
+        STORE,
+        "delete(messages).where(messages.c.thread_id == str(thread_id))",
+        "delete(messages).where(messages.c.thread_id == thread_id)",
+    ),
+)
+TEXT_SQL = (
+    Overlay(
+        STORE,
+        "right/ch04-text-sql.py",
+        replaces=("append_messages", "load_history", "delete_thread"),
+    ),
+)
 
 
 @pytest.mark.parametrize("db", [SQLITE, POSTGRES, MYSQL])
-def test_an_engine_per_request_fails_the_pool_milestone(db: str, tmp_path: Path):
-    mutant = ENGINE_PER_REQUEST
-    graded = grade(CHAPTER, mutant.build(SLUG, tmp_path), tmp_path, db)
-    assert_caught(graded, CHAPTER, mutant)
-    # The failure points at the TODO where the engine must come from.
-    assert any("backend/db.py" in t for t in graded.milestones["4.3"]["todos"])
-
-
-@pytest.mark.parametrize("db", [SQLITE, POSTGRES])
-def test_sql_built_from_strings_fails_the_hostile_strings_milestone(db: str, tmp_path: Path):
-    mutant = STRING_SQL
-    assert_caught(grade(CHAPTER, mutant.build(SLUG, tmp_path), tmp_path, db), CHAPTER, mutant)
+@pytest.mark.parametrize(
+    ("name", "changes"),
+    [pytest.param(n, c, id=n) for n, c in (("native-uuid", NATIVE_UUID), ("text-sql", TEXT_SQL))],
+)
+def test_a_right_variant_passes(name: str, changes: tuple, db: str, tmp_path: Path) -> None:
+    target = derive(SOLUTIONS / SLUG, tmp_path / name, changes, name)
+    graded = grade(CHAPTER, target, tmp_path, db)
+    assert set(graded.statuses.values()) == {"passed"}, graded.output

@@ -75,3 +75,22 @@ def test_after_blocked_and_error(tmp_path: Path) -> None:
     assert "This is a fault in the grader, not in your code." in block
     assert "why:" not in block.split("– 1.4")[0], "an error is not reported as the learner's fault"
     assert "the grader broke on 1" in proc.stdout
+
+
+def test_check_modules_stand_alone() -> None:
+    """SPEC §5: a check module imports no other check module, and no private API of Streamlit
+    or of the grader (names starting with `_`), so each reads as its chapter's spec."""
+    import ast
+
+    for path in sorted((REPO_ROOT / "grader" / "checks").glob("ch*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("grader.checks"), (
+                    f"{path.name} imports {node.module}"
+                )
+                for alias in node.names:
+                    assert not alias.name.startswith("_"), f"{path.name} imports {alias.name}"
+            own = isinstance(node, ast.Attribute) and ast.unparse(node.value) == "self"
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not own:
+                assert node.attr.startswith("__"), f"{path.name} uses .{node.attr}"

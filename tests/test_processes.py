@@ -1,9 +1,14 @@
-"""`grader.toolkit.procs`: real uvicorn backends started, restarted, killed and always stopped."""
+"""`grader.toolkit.procs`: real uvicorn backends started, restarted, killed and always stopped.
+
+Every test runs twice: with backends forked from a fork server (as `grader check` starts them)
+and as `python -m uvicorn` subprocesses (the fallback, and always the way with `--workers`).
+"""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +18,8 @@ import httpx
 import pytest
 from mutants import PASSING
 
+from grader.toolkit import forkserver
+from grader.toolkit.forkserver import ForkedProcess, ForkServer
 from grader.toolkit.procs import Backend, BackendError, free_port, start_all
 
 
@@ -31,6 +38,31 @@ def group_gone_soon(pgid: int, seconds: float = 5) -> bool:
     while not gone(pgid, group=True) and time.monotonic() < deadline:
         time.sleep(0.05)
     return gone(pgid, group=True)
+
+
+@pytest.fixture(scope="module")
+def fork_server() -> Iterator[ForkServer]:
+    server = ForkServer.start()
+    server.wait_ready()
+    yield server
+    server.close()
+    assert gone(server.pid), "the fork server outlived close()"
+
+
+@pytest.fixture(params=["forkserver", "subprocess"], autouse=True)
+def launcher(request: pytest.FixtureRequest) -> Iterator[str]:
+    """How this test's backends start; `--workers` tests are subprocess-only by nature."""
+    if request.param == "forkserver":
+        forkserver.activate(request.getfixturevalue("fork_server"))
+    try:
+        yield request.param
+    finally:
+        forkserver.activate(None)
+
+
+def expect_launched_by(b: Backend, launcher: str) -> None:
+    forked = isinstance(b.proc, ForkedProcess)
+    assert forked == (launcher == "forkserver"), f"{b.name} was not started by {launcher}"
 
 
 @pytest.fixture()
@@ -68,8 +100,9 @@ def test_free_port_is_bindable() -> None:
     assert 1024 < free_port() < 65536
 
 
-def test_start_restart_stop(backend: Callable[..., Backend]) -> None:
+def test_start_restart_stop(backend: Callable[..., Backend], launcher: str) -> None:
     b = backend().start()
+    expect_launched_by(b, launcher)
     assert b.alive
     assert b.url == f"http://127.0.0.1:{b.port}"
     r = health(b)
@@ -93,14 +126,17 @@ def test_start_restart_stop(backend: Callable[..., Backend]) -> None:
     second = b.proc.pid
     b.stop()
     assert not b.alive
+    assert b.proc.returncode == -signal.SIGTERM  # uvicorn shut down, then re-raised SIGTERM
+    assert "Application shutdown complete" in b.log()
     assert gone(second)
     b.stop()  # stopping twice is harmless
     with pytest.raises(httpx.ConnectError):
         health(b)
 
 
-def test_kill_is_sigkill(backend: Callable[..., Backend]) -> None:
+def test_kill_is_sigkill(backend: Callable[..., Backend], launcher: str) -> None:
     b = backend().start()
+    expect_launched_by(b, launcher)
     pid = b.proc.pid
     b.kill()
     assert b.proc.returncode == -signal.SIGKILL
@@ -121,23 +157,30 @@ def test_start_all_boots_in_parallel(backend: Callable[..., Backend]) -> None:
     assert one.log_path != two.log_path
 
 
+@pytest.mark.parametrize("launcher", ["subprocess"], indirect=True)
 def test_workers_are_stopped_with_their_parent(backend: Callable[..., Backend]) -> None:
     b = backend(workers=2).start()
+    assert isinstance(b.proc, subprocess.Popen), "uvicorn --workers K is never forked"
     pgid = b.proc.pid
     assert health(b).status_code == 200
     b.stop()
     assert group_gone_soon(pgid), "a worker outlived `stop()`"
 
 
-def test_a_crash_at_import_reports_the_traceback(backend: Callable[..., Backend]) -> None:
+def test_a_crash_at_import_reports_the_traceback(
+    backend: Callable[..., Backend], launcher: str
+) -> None:
     b = backend("crashing")
     with pytest.raises(BackendError) as exc:
         b.start(timeout=20)
+    expect_launched_by(b, launcher)
     assert "exited with code 1 before answering GET /health" in str(exc.value)
+    assert "Traceback (most recent call last)" in exc.value.log
     assert "NameError: name 'TITLE' is not defined" in exc.value.log
     assert not b.alive
 
 
+@pytest.mark.parametrize("launcher", ["subprocess"], indirect=True)
 def test_a_worker_crash_is_reported_without_waiting_out_the_timeout(
     backend: Callable[..., Backend],
 ) -> None:

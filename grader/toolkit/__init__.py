@@ -4,6 +4,10 @@
 - `chat`: `ChatApi`, the chat API client (`turn`, `history`, `clear`, `ask_first_message`,
   `ask_count`), on `Http`, which turns statuses and crashes into readable failures;
 - `explain`: `explain_history` and the one-line listing of messages;
+- `conversation`: `Conversation` (a thread a check wrote, handed to the next) and
+  `expect_remembers` (the assistant's answers prove the turn loaded the whole thread);
+- `dbview`: `DbView`, the one reader (and writer) of the `messages` table on all three databases;
+- `opens`: how often a file is opened (SQLite's only view of connections);
 - `page`: `Page`, the one reader of a Streamlit page;
 - `procs`: backends as real processes, free ports, stopping by process group;
 - `causes`: what a backend's log says went wrong;

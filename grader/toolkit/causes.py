@@ -15,6 +15,10 @@ _EXCEPTION = re.compile(
 )
 _TRACEBACK = "Traceback (most recent call last):"
 
+_SYNTAX = re.compile(
+    r"syntax error|You have an error in your SQL syntax|unrecognized token|incomplete input"
+)
+
 # (pattern in the exception line, what it means); the first match wins.
 KNOWN: list[tuple[re.Pattern[str], str]] = [
     (
@@ -63,9 +67,7 @@ KNOWN: list[tuple[re.Pattern[str], str]] = [
         "shared between threads?",
     ),
     (
-        re.compile(
-            r"syntax error|You have an error in your SQL syntax|unrecognized token|incomplete input"
-        ),
+        _SYNTAX,
         "the database could not parse the SQL: SQL written for another database, or a value "
         "formatted into the SQL string instead of passed as a bound parameter?",
     ),
@@ -115,11 +117,21 @@ def in_words(line: str) -> str | None:
     return None
 
 
-def cause(log: str) -> str | None:
-    """`the backend raised X: Y — what it means`, from the log of one request."""
+def raised(log: str) -> str | None:
+    """`X: Y — what it means`: the exception that ended the last traceback in `log`."""
     line = exception_line(log)
     if line is None:
         return None
     words = in_words(line)
-    raised = f"the backend raised {line[:300]}"
-    return f"{raised} — {words}" if words else raised
+    return f"{line[:300]} — {words}" if words else line[:300]
+
+
+def cause(log: str) -> str | None:
+    """`the backend raised X: Y — what it means`, from the log of one request."""
+    found = raised(log)
+    return f"the backend raised {found}" if found else None
+
+
+def is_sql_syntax(line: str) -> bool:
+    """Whether the database could not parse the statement (the mark of SQL built from strings)."""
+    return bool(_SYNTAX.search(line))

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import httpx
 
 from grader.toolkit import steps
+from grader.toolkit.causes import exception_line
 from grader.toolkit.expect import expect, fail, shorten
 from grader.toolkit.explain import listing, message_problem
 from grader.toolkit.procs import Backend
@@ -124,10 +125,18 @@ class Http:
             fail(f"{what} reached {todo.group(0)}, which is not done yet", **shown)
         why = f"{what} answered {response.status_code} instead of {expected}"
         if response.status_code >= 500:
-            found = self.backend.cause_since(self._log_mark)
+            found = self.last_cause()
             if found:
                 why += f": {found}"
         fail(why, **shown)
+
+    def last_cause(self) -> str | None:
+        """What the backend's log says went wrong during the last request, if anything."""
+        return self.backend.cause_since(self._log_mark)
+
+    def last_exception(self) -> str | None:
+        """The exception the backend logged during the last request, e.g. `KeyError: 'x'`."""
+        return exception_line(self.backend.log_since(self._log_mark, last=400))
 
     def json(self, method: str, path: str, expect_status: int = 200, **kw: Any) -> Any:
         response = self.request(method, path, expect_status, **kw)
@@ -205,7 +214,19 @@ class ChatApi(Http):
 
     def turn(self, prompt: str, thread_id: str | None = None) -> Turn:
         """POST /chat; fails unless the answer is `{thread_id, messages}` for this thread."""
-        body = self.json("POST", "/chat", json={"prompt": prompt, "thread_id": thread_id})
+        response = self.post("/chat", json={"prompt": prompt, "thread_id": thread_id})
+        return self.turn_from(response, prompt, thread_id)
+
+    def turn_from(self, response: httpx.Response, prompt: str, thread_id: str | None) -> Turn:
+        """The turn a `200` answer to POST /chat describes (for checks that sent it themselves)."""
+        try:
+            body = response.json()
+        except ValueError:
+            fail(
+                "POST /chat did not answer JSON",
+                expected="a JSON body",
+                actual=shorten(response.text),
+            )
         expect(
             isinstance(body, dict) and is_uuid(body.get("thread_id")),
             'POST /chat must answer {"thread_id": "<uuid>", "messages": [...]}',
@@ -233,7 +254,20 @@ class ChatApi(Http):
 
     def history(self, thread_id: str) -> list[Message]:
         """GET /history/{id}: the thread's messages; a thread never used is 200 with none."""
-        body = self.json("GET", f"/history/{thread_id}")
+        r = self.get(f"/history/{thread_id}", expect_status=None)
+        if r.status_code == 404:
+            fail(
+                f"GET /history/{thread_id[:8]}… answered 404: a thread with no messages (never "
+                "used, or cleared) is an empty thread, 200 with no messages",
+                expected={"thread_id": thread_id, "messages": []},
+                actual=f"404: {shorten(r.text, 200)}",
+            )
+        if r.status_code != 200:
+            self.unexpected(r, 200)
+        try:
+            body = r.json()
+        except ValueError:
+            fail("GET /history/<id> did not answer JSON", actual=shorten(r.text))
         expect(
             isinstance(body, dict) and same_thread(body.get("thread_id"), thread_id),
             'GET /history/<id> must answer {"thread_id": "<that id>", "messages": [...]}',

@@ -20,7 +20,7 @@ from typing import Any
 from streamlit.testing.v1 import AppTest
 
 from grader.toolkit import steps
-from grader.toolkit.expect import fail, shorten
+from grader.toolkit.expect import expect, fail, shorten
 
 TIMEOUT = 30
 _TODO = re.compile(r"TODO \d+\.\d+")
@@ -167,3 +167,39 @@ def since_last_user(bubbles: list[Bubble]) -> str:
     whether the page draws it in one assistant bubble or one bubble per message."""
     last = max((i for i, b in enumerate(bubbles) if b.name == "user"), default=-1)
     return "\n".join(b.text for b in bubbles[last + 1 :])
+
+
+def missing_from_page(bubbles: list[Bubble], messages: list[dict[str, Any]]) -> str | None:
+    """The first user or model text of `messages` the page does not show in order, if any.
+
+    User texts must be in `user` bubbles; model texts in any other bubble (several may share one
+    bubble, or each have its own). Tool telemetry is not looked at here.
+    """
+    i = 0
+    for m in messages:
+        if m["role"] not in ("user", "model"):
+            continue
+        for part in m["parts"]:
+            text = part.get("text", "").strip()
+            if not text:
+                continue
+            j = i
+            while j < len(bubbles) and not (
+                (bubbles[j].name == "user") == (m["role"] == "user") and text in bubbles[j].text
+            ):
+                j += 1
+            if j == len(bubbles):
+                return f"{m['role']}: {text}"
+            i = j + 1 if m["role"] == "user" else j
+    return None
+
+
+def expect_shows(page: Page, messages: list[dict[str, Any]], rationale: str) -> None:
+    """Fail with `rationale` unless the page shows every user and model text of `messages`."""
+    missing = missing_from_page(page.bubbles, messages)
+    expect(
+        missing is None,
+        rationale,
+        expected=f"every message, in order; missing {shorten(missing or '', 120)!r}",
+        actual=bubble_listing(page.bubbles),
+    )
