@@ -7,12 +7,14 @@
 
 Absolute seconds say more about the machine than about the grader, so the same run also
 measures a baseline: `python -c "import fastapi, streamlit"` plus a bare `uvicorn` start of
-chapter 1's solution until it answers /health. Each chapter's median is printed as a multiple of
-that baseline. So is the time a learner waits for the first failure of chapter 1's starter
-(`grader check 1` on a copy of chapters/01-baseline: until its first `✗` line is printed).
-`--compare` adds the same checks with `GRADER_FORKSERVER=0` (every backend a `python -m
-uvicorn` subprocess). The load average before and after is printed: other jobs on the same cores
-skew every number. Nothing is asserted: this is a measurement, not a test.
+chapter 1's solution until it answers /health, sampled 3 times before the checks and once more
+after each round of them, so that a load that comes and goes weighs on both sides of a ratio.
+Each chapter's median is printed as a multiple of that baseline. So is the time a learner
+waits for the first failure of chapter 1's starter (`grader check 1` on a copy of
+chapters/01-baseline: until its first `✗` line is printed). `--compare` adds the same checks
+with `GRADER_FORKSERVER=0` (every backend a `python -m uvicorn` subprocess). The load average
+before and after is printed: other jobs on the same cores skew every number. Nothing is
+asserted: this is a measurement, not a test.
 """
 
 from __future__ import annotations
@@ -142,53 +144,58 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU(s), {args.repeat} runs each")
     print(f"before: {load()}\n")
-    imports = [timed([sys.executable, "-c", "import fastapi, streamlit"])[0] for _ in range(3)]
-    starts = [uvicorn_to_health(ROOT / "solutions" / known[1]) for _ in range(3)]
+    variants = [("", None)]
+    if args.compare:
+        variants.append((" (no fork server)", {**os.environ, "GRADER_FORKSERVER": "0"}))
+    checks = [
+        (f"grader check {number} --solution{suffix}", number, env)
+        for number in chosen
+        for suffix, env in variants
+    ]
+    starter = ROOT / "chapters" / known[1]
+
+    # Round-robin: each round takes one sample of the baseline and of every check, so that a
+    # load that comes and goes during the run weighs on both sides of each ratio alike.
+    imports: list[float] = []
+    starts: list[float] = []
+    runs: dict[str, list[tuple[float, int]]] = {label: [] for label, _, _ in checks}
+    starter_runs: list[tuple[float, float]] = []
+    with tempfile.TemporaryDirectory(prefix="grader-speed-") as tmp:
+        # A copy of the starter, so that checking it records no progress in .grader/.
+        copy = shutil.copytree(starter, Path(tmp) / starter.name) if starter.is_dir() else None
+        for _ in range(max(args.repeat, 3)):
+            imports.append(timed([sys.executable, "-c", "import fastapi, streamlit"])[0])
+            starts.append(uvicorn_to_health(ROOT / "solutions" / known[1]))
+        for _ in range(args.repeat):
+            for label, number, env in checks:
+                cmd = [sys.executable, "-m", "grader", "check", str(number), "--solution"]
+                runs[label].append(timed(cmd, env))
+            if copy is not None:
+                cmd = [sys.executable, "-m", "grader", "check", "1", "--target", str(copy)]
+                starter_runs.append(until_first_failure(cmd))
+            imports.append(timed([sys.executable, "-c", "import fastapi, streamlit"])[0])
+            starts.append(uvicorn_to_health(ROOT / "solutions" / known[1]))
     baseline = statistics.median(imports) + statistics.median(starts)
 
     rows: list[tuple[str, float, float, str, str]] = []
     rows.append(("import fastapi, streamlit", *summary(imports), "", ""))
     rows.append(("uvicorn ch1 → /health", *summary(starts), "", ""))
     rows.append(("baseline (sum of medians)", baseline, baseline, "1.00×", ""))
-    variants = [("", None)]
-    if args.compare:
-        variants.append((" (no fork server)", {**os.environ, "GRADER_FORKSERVER": "0"}))
-    for number in chosen:
-        for suffix, env in variants:
-            cmd = [sys.executable, "-m", "grader", "check", str(number), "--solution"]
-            runs = [timed(cmd, env) for _ in range(args.repeat)]
-            fastest, median = summary([seconds for seconds, _ in runs])
-            codes = {code for _, code in runs}
-            status = "pass" if codes == {0} else f"exit {sorted(codes)}"
-            label = f"grader check {number} --solution{suffix}"
-            rows.append((label, fastest, median, f"{median / baseline:.2f}×", status))
-
-    starter = ROOT / "chapters" / known[1]
-    if starter.is_dir():
-        with tempfile.TemporaryDirectory(prefix="grader-speed-") as tmp:
-            # A copy, so that checking it records no progress in .grader/.
-            copy = shutil.copytree(starter, Path(tmp) / starter.name)
-            cmd = [sys.executable, "-m", "grader", "check", "1", "--target", str(copy)]
-            runs = [until_first_failure(cmd) for _ in range(args.repeat)]
-        firsts = [first for first, _ in runs]
+    for label, _, _ in checks:
+        fastest, median = summary([seconds for seconds, _ in runs[label]])
+        codes = {code for _, code in runs[label]}
+        status = "pass" if codes == {0} else f"exit {sorted(codes)}"
+        rows.append((label, fastest, median, f"{median / baseline:.2f}×", status))
+    if starter_runs:
+        firsts = [first for first, _ in starter_runs]
+        ends = [end for _, end in starter_runs]
         status = "✗ shown" if all(f != float("inf") for f in firsts) else "no ✗ printed"
-        rows.append(
-            (
-                "starter 1: first ✗ shown",
-                *summary(firsts),
-                f"{statistics.median(firsts) / baseline:.2f}×",
-                status,
-            )
-        )
-        ends = [end for _, end in runs]
-        rows.append(
-            (
-                "starter 1: whole run",
-                *summary(ends),
-                f"{statistics.median(ends) / baseline:.2f}×",
-                "",
-            )
-        )
+        for label, samples, note in (
+            ("starter 1: first ✗ shown", firsts, status),
+            ("starter 1: whole run", ends, ""),
+        ):
+            fastest, median = summary(samples)
+            rows.append((label, fastest, median, f"{median / baseline:.2f}×", note))
 
     width = max(len(r[0]) for r in rows)
     print(f"{'what':<{width}}  {'min s':>7}  {'median s':>8}  {'× baseline':>10}  result")

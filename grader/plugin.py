@@ -256,6 +256,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         b.stop()
     if state.chapter is None or state.target is None:  # the checks failed to load
         return
+    if session.config.option.collectonly:  # nothing ran: there is nothing to report
+        return
     report = Report(
         chapter=state.chapter,
         target=state.target,

@@ -271,9 +271,9 @@ def tool_parts_round_trip_exactly(pair: Pair) -> None:
 
 SEQUENTIAL_REQUESTS = 60
 CONCURRENT_REQUESTS = 200
-# More at once than any default pool lends (5 + 10): an engine per thread shows as one
-# connection per busy worker thread.
-CONCURRENCY = 32
+# As many at once as the backend has worker threads (40, FastAPI's default), more than any
+# default pool lends (5 + 10): an engine per thread shows as one connection per worker thread.
+CONCURRENCY = 40
 # A pool lends at most pool_size + max_overflow connections (5 + 10 by default); a little more
 # room than that, so that any sensible configuration passes and a leak does not.
 POOL_BOUND = 20
@@ -390,18 +390,21 @@ def one_connection_pool_per_process(spawn: Any, databases: Databases) -> None:
                 expected=f"at most {SEQUENTIAL_BOUND} connections, reused",
                 actual=f"{len(sampler.ids)} different connections seen by the server",
             )
+
+        def one(n: int) -> int:
+            # Half of them turns: a turn writes, and writers wait for each other, which keeps
+            # many worker threads busy at once.
+            if n % 2:
+                body = {"prompt": "how many messages have I sent?", "thread_id": None}
+                return api.post("/chat", expect_status=None, json=body).status_code
+            return api.get(f"/history/{thread_id}", expect_status=None).status_code
+
         with Sampler(databases, url, backend) as sampler, ThreadPoolExecutor(CONCURRENCY) as pool:
-            path = f"/history/{thread_id}"
-            statuses = list(
-                pool.map(
-                    lambda _: api.get(path, expect_status=None).status_code,
-                    range(CONCURRENT_REQUESTS),
-                )
-            )
+            statuses = list(pool.map(one, range(CONCURRENT_REQUESTS)))
         bad = [s for s in statuses if s != 200]
         expect(
             not bad,
-            f"{len(bad)} of {CONCURRENT_REQUESTS} concurrent GET /history requests failed: is "
+            f"{len(bad)} of {CONCURRENT_REQUESTS} concurrent requests failed: is "
             "the pool too small (pool_timeout) or shared unsafely between threads?"
             + (f" The backend raised {line}" if (line := api.last_cause()) else ""),
             expected="200 for every request",

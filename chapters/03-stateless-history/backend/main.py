@@ -5,19 +5,16 @@ transaction. Nothing about a conversation stays in this process between requests
 be restarted, killed or run as many copies as you like.
 """
 
-import json
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from uuid import UUID, uuid4
 
 from fastapi import FastAPI, Request, Response
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from assistant import respond  # noqa: F401 (TODO 3.1 uses it)
-from backend import store
+from backend import errors, store
 from backend.models import ChatReply, ChatRequest, History
 
 
@@ -36,6 +33,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(title="Make It Scale — chapter 3", lifespan=lifespan)
+# Every error answer is JSON, in words, and small (given code: see backend/errors.py).
+errors.install(app)
 
 
 @app.exception_handler(NotImplementedError)
@@ -43,21 +42,6 @@ async def unfinished_todo(request: Request, exc: NotImplementedError) -> JSONRes
     # An unfinished TODO answers 501 with its name, so the grader and the page can say which
     # one to do next instead of showing a stack trace.
     return JSONResponse(status_code=501, content={"detail": f"{exc} is not done yet"})
-
-
-@app.exception_handler(RequestValidationError)
-async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
-    # FastAPI's own 422, but ASCII-escaped: its error echoes the input back, and an input
-    # holding a lone surrogate ("\ud800") cannot be encoded as UTF-8, which would be a 500.
-    body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
-    return Response(body, status_code=422, media_type="application/json")
-
-
-@app.exception_handler(sqlite3.OperationalError)
-async def database_unavailable(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
-    # The database could not be opened, or stayed locked past the busy timeout: the request
-    # can be retried later, which is what 503 says. The transaction was rolled back.
-    return JSONResponse(status_code=503, content={"detail": f"the database is unavailable: {exc}"})
 
 
 @app.get("/health")

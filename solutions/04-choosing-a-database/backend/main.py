@@ -6,19 +6,16 @@ between requests, so it can be restarted, killed or run as many copies as you li
 database holds the conversation is one environment variable: DATABASE_URL.
 """
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from uuid import UUID, uuid4
 
 from fastapi import FastAPI, Request, Response
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 
 from assistant import respond
-from backend import store
+from backend import errors, store
 from backend.db import Database, get_engine
 from backend.models import ChatReply, ChatRequest, History
 from backend.settings import DATABASE_URL
@@ -47,6 +44,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(title="Make It Scale — chapter 4", lifespan=lifespan)
+# Every error answer is JSON, in words, and small (given code: see backend/errors.py).
+errors.install(app)
 
 
 @app.exception_handler(NotImplementedError)
@@ -54,31 +53,6 @@ async def unfinished_todo(request: Request, exc: NotImplementedError) -> JSONRes
     # An unfinished TODO answers 501 with its name, so the grader and the page can say which
     # one to do next instead of showing a stack trace.
     return JSONResponse(status_code=501, content={"detail": f"{exc} is not done yet"})
-
-
-@app.exception_handler(RequestValidationError)
-async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
-    # FastAPI's own 422, but ASCII-escaped: its error echoes the input back, and an input
-    # holding a lone surrogate ("\ud800") cannot be encoded as UTF-8, which would be a 500.
-    body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
-    return Response(body, status_code=422, media_type="application/json")
-
-
-# --8<-- [start:database-unavailable]
-# The server is down or unreachable, a connection broke, the pool had none to lend in time, or
-# SQLite stayed locked past its busy timeout: the request can be retried later, which is what
-# 503 says. The block's transaction was rolled back, so nothing half-done was stored.
-@app.exception_handler(sa_exc.OperationalError)
-@app.exception_handler(sa_exc.InterfaceError)
-@app.exception_handler(sa_exc.TimeoutError)
-async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    reason = getattr(exc, "orig", None) or exc
-    return JSONResponse(
-        status_code=503, content={"detail": f"the database is unavailable: {reason}"}
-    )
-
-
-# --8<-- [end:database-unavailable]
 
 
 @app.get("/health")

@@ -1,0 +1,148 @@
+"""How the backend answers when something goes wrong: always JSON `{"detail": ...}`, in words.
+
+Given code, not this chapter's lesson. A client (the page, the grader, a script) can read every
+error the same way, and no answer carries more than it should: not a stack trace, not a file
+path, not the database's own error text (those go to the log, for whoever runs the backend),
+and not a copy of a huge request.
+"""
+
+import json
+import logging
+import sqlite3
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from backend import store
+
+# uvicorn's own logger, so these lines land in the backend's log with uvicorn's.
+log = logging.getLogger("uvicorn.error")
+
+# A prompt is at most 8,000 characters; even 8,000 emoji sent as JSON escapes ("\ud83d\ude00",
+# 12 bytes each) are ~96 KB. Anything bigger is refused before it is read into memory.
+MAX_BODY_BYTES = 128 * 1024
+# How much of a rejected input a 422 repeats back: enough to recognise it, never all of it.
+EXCERPT_CHARS = 100
+# What a 503 tells the client: try again in this many seconds.
+RETRY_AFTER_SECONDS = "2"
+
+
+class BodyLimit:
+    """ASGI middleware: a body over MAX_BODY_BYTES is a 413, without reading it whole.
+
+    A declared Content-Length is checked before anything is read; a body sent in chunks (no
+    length) is counted as it arrives and refused at the first chunk past the limit.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return await too_large()(scope, receive, send)
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                # Raised inside the route's body reading: FastAPI answers an HTTPException.
+                raise HTTPException(413, too_large_detail(), {"Connection": "close"})
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def too_large_detail() -> str:
+    return f"the request body is over {MAX_BODY_BYTES // 1024} KiB"
+
+
+def too_large() -> JSONResponse:
+    # Connection: close, because the rest of the body is never read.
+    return JSONResponse({"detail": too_large_detail()}, 413, headers={"Connection": "close"})
+
+
+def excerpt(value: Any) -> Any:
+    """`value` as it is when short, else the first EXCERPT_CHARS characters of its text."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    text = value if isinstance(value, str) else json.dumps(jsonable_encoder(value))
+    return value if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "…"
+
+
+def unavailable(detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, 503, headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
+# --8<-- [start:database-unavailable]
+def database_unavailable(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+    # The database could not be opened, stayed locked past the busy timeout, or lost its
+    # table: the request can be retried later, which is what 503 says. The transaction was
+    # rolled back. The client gets words; the database's own message goes to the log.
+    log.warning("%s %s: database error: %s", request.method, request.url.path, exc)
+    if str(exc).startswith("no such table"):
+        # The database was recreated under a running backend. Create the table again, as
+        # startup does, so the retry works (a plain def: it runs in a worker thread).
+        try:
+            store.create_schema()
+        except sqlite3.Error:
+            return unavailable("the database is unavailable")
+        return unavailable("the database had lost its messages table; it was created again")
+    if "locked" in str(exc):
+        return unavailable("the database is busy")
+    return unavailable("the database is unavailable")
+
+
+# --8<-- [end:database-unavailable]
+
+
+async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+    # FastAPI's own 422, with each error's input cut to an excerpt, and ASCII-escaped: an
+    # input holding a lone surrogate ("\ud800") cannot be encoded as UTF-8.
+    errors = [{**error, "input": excerpt(error.get("input"))} for error in exc.errors()]
+    body = json.dumps({"detail": jsonable_encoder(errors)}, ensure_ascii=True)
+    return Response(body, status_code=422, media_type="application/json")
+
+
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+        # FastAPI says 400 for a body it cannot decode; like any body that is not JSON
+        # text, it is a 422.
+        return JSONResponse({"detail": "the request body is not valid UTF-8"}, 422)
+    if exc.status_code == 405:
+        # Starlette lists only the methods of the first route with this path (GET for
+        # /history/{id}); Allow must name every method the path answers.
+        methods = {
+            method
+            for route in request.app.routes
+            if route.matches(request.scope)[0] != Match.NONE
+            for method in getattr(route, "methods", None) or ()
+        }
+        exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(methods))}
+    return await http_exception_handler(request, exc)
+
+
+async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+    # Anything else is a bug. Starlette raises the exception again after this answer, so
+    # uvicorn logs its traceback; the client only learns that it was not its fault.
+    return JSONResponse({"detail": "internal error"}, 500)
+
+
+def install(app: FastAPI) -> None:
+    """Add the body limit and the error handlers to `app`."""
+    app.add_middleware(BodyLimit)
+    app.add_exception_handler(sqlite3.OperationalError, database_unavailable)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, internal_error)
