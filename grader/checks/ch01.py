@@ -7,9 +7,10 @@ from pathlib import Path
 from grader.toolkit.chat import Http
 from grader.toolkit.expect import expect
 from grader.toolkit.milestone import milestone
-from grader.toolkit.page import Page, bubble_listing, since_last_user
 from grader.toolkit.procs import Backend
 
+# The page checks import grader.toolkit.page (and so Streamlit, a second of imports) when they
+# run, while the plugin warms it up in the background: the backend checks do not wait for it.
 DICE = "roll 2d6+1"
 LORE = "tell me about the dragon"
 
@@ -76,6 +77,8 @@ def chat_rejects_bad_prompts(api: Http) -> None:
 @milestone("1.3")
 def page_shows_the_reply(target: Path, shared_backend: Backend, api: Http) -> None:
     """The page sends the prompt to the backend and shows the prompt, then the reply."""
+    from grader.toolkit.page import Page, bubble_listing, since_last_user
+
     # The offline assistant answers a prompt the same way every time: ask it first, directly.
     reply = reply_to(api, LORE)
     page = Page(target, shared_backend.url).send(LORE)

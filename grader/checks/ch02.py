@@ -11,9 +11,10 @@ from grader.toolkit.chat import ChatApi, Message, text_of, user_message
 from grader.toolkit.expect import expect, fail, shorten
 from grader.toolkit.explain import explain_history, kinds, listing
 from grader.toolkit.milestone import milestone
-from grader.toolkit.page import Page, bubble_listing, since_last_user
 from grader.toolkit.procs import Backend
 
+# The page checks import grader.toolkit.page (and so Streamlit, a second of imports) when they
+# run, while the plugin warms it up in the background: the backend checks do not wait for it.
 DICE = "roll 2d6+1"
 DICE_TURN = ["model: function_call", "tool: function_response", "model: text"]
 
@@ -175,6 +176,8 @@ def the_assistant_sees_this_threads_history(api: ChatApi) -> None:
 @milestone("2.2")
 def the_page_keeps_its_thread(target: Path, shared_backend: Backend) -> None:
     """The page sends the thread id it was given; New chat starts another thread."""
+    from grader.toolkit.page import Page, bubble_listing, since_last_user
+
     first = f"my name is Cara {tag()}"
     page = Page(target, shared_backend.url).send(first).send("what was my first message?")
     expect(
@@ -242,6 +245,8 @@ def a_dice_roll_is_call_response_and_answer(api: ChatApi) -> None:
 @milestone("2.3")
 def the_page_shows_tool_calls_and_responses(target: Path, shared_backend: Backend) -> None:
     """The page shows the roll_dice call, its response with the total, and the answer."""
+    from grader.toolkit.page import Page, since_last_user
+
     shown = since_last_user(Page(target, shared_backend.url).send(DICE).bubbles)
     expect(
         shown.count("roll_dice") >= 2 and "total" in shown and "You rolled" in shown,
