@@ -9,11 +9,14 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from mutants import CHAPTER_FAULTS, PASSING, derive
+from procwatch import gone_soon
+
+from grader.toolkit.forkserver import ForkServer
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +50,13 @@ def fixture_chapter(shared_tmp: Path) -> Callable[[str], Path]:
         return target
 
     return get
+
+
+@pytest.fixture(scope="module")
+def fork_server() -> Iterator[ForkServer]:
+    """A fork server of the module's own, closed (and proved gone) after its tests."""
+    server = ForkServer.start()
+    server.wait_ready()
+    yield server
+    server.close()
+    assert gone_soon(server.pid), "the fork server outlived close()"

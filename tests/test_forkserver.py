@@ -20,26 +20,12 @@ from typing import Any
 
 import httpx
 import pytest
+from procwatch import gone, gone_soon
 
 from grader.checking import _run_pytest
 from grader.toolkit import forkserver
 from grader.toolkit.forkserver import DetachedServer, ForkedProcess, ForkServer
 from grader.toolkit.procs import Backend, BackendError, pid_alive, start_all
-
-
-def gone(pid: int, group: bool = False) -> bool:
-    try:
-        (os.killpg if group else os.kill)(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
-def gone_soon(pid: int, group: bool = False, seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while not gone(pid, group) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return gone(pid, group)
 
 
 def parent_of(pid: int) -> int:
@@ -82,21 +68,12 @@ def write_chapter(folder: Path, version: int = 1) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ForkServer]:
-    s = ForkServer.start()
-    s.wait_ready()
-    yield s
-    s.close()
-    assert gone_soon(s.pid), "the fork server outlived close()"
-
-
 @pytest.fixture()
-def forked(server: ForkServer) -> Iterator[ForkServer]:
-    """Backends made while this fixture is active are forked from `server`."""
-    forkserver.activate(server)
+def forked(fork_server: ForkServer) -> Iterator[ForkServer]:
+    """Backends made while this fixture is active are forked from `fork_server`."""
+    forkserver.activate(fork_server)
     try:
-        yield server
+        yield fork_server
     finally:
         forkserver.activate(None)
 
@@ -120,13 +97,13 @@ def inside(b: Backend) -> dict[str, Any]:
     return httpx.get(f"{b.url}/inside", timeout=5).json()
 
 
-def test_the_server_preloads_the_backends_imports(server: ForkServer) -> None:
-    assert server.wait_ready()["ready"] == server.pid
-    preloaded = server.wait_preloaded()
+def test_the_server_preloads_the_backends_imports(fork_server: ForkServer) -> None:
+    assert fork_server.wait_ready()["ready"] == fork_server.pid
+    preloaded = fork_server.wait_preloaded()
     for name in ("fastapi", "uvicorn.main", "sqlalchemy.orm", "pydantic", "assistant"):
         assert name in preloaded["loaded"], preloaded["missing"]
     assert "httpx" not in preloaded["loaded"], "on demand only"
-    assert server.usable, server.broken
+    assert fork_server.usable, fork_server.broken
 
 
 def test_drivers_are_preloaded_for_their_database() -> None:
@@ -207,7 +184,7 @@ def test_sigterm_is_a_graceful_shutdown(
 
 
 def test_environment_cwd_and_path_are_those_of_a_subprocess(
-    server: ForkServer, make: Callable[..., Backend], tmp_path: Path, monkeypatch: Any
+    fork_server: ForkServer, make: Callable[..., Backend], tmp_path: Path, monkeypatch: Any
 ) -> None:
     """The same backend, forked and as a subprocess: the same environment, folder and path."""
     chapter = write_chapter(tmp_path / "chapter")
@@ -216,7 +193,7 @@ def test_environment_cwd_and_path_are_those_of_a_subprocess(
     env = {"DATABASE_URL": "sqlite:///x.db", "ASSISTANT_PROVIDER": "offline"}
     seen = {}
     for how in ("forkserver", "subprocess"):
-        forkserver.activate(server if how == "forkserver" else None)
+        forkserver.activate(fork_server if how == "forkserver" else None)
         try:
             b = make(chapter, env=env).start()
         finally:

@@ -6,7 +6,6 @@ and as `python -m uvicorn` subprocesses (the fallback, and always the way with `
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -17,36 +16,11 @@ from typing import Any
 import httpx
 import pytest
 from mutants import PASSING
+from procwatch import gone, gone_soon
 
 from grader.toolkit import forkserver
-from grader.toolkit.forkserver import ForkedProcess, ForkServer
+from grader.toolkit.forkserver import ForkedProcess
 from grader.toolkit.procs import Backend, BackendError, free_port, start_all
-
-
-def gone(pid: int, group: bool = False) -> bool:
-    """No process `pid` is left (with `group`: none in the process group `pid`)."""
-    try:
-        (os.killpg if group else os.kill)(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
-def group_gone_soon(pgid: int, seconds: float = 5) -> bool:
-    """Whether process group `pgid` empties within `seconds` (killed members must be reaped)."""
-    deadline = time.monotonic() + seconds
-    while not gone(pgid, group=True) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return gone(pgid, group=True)
-
-
-@pytest.fixture(scope="module")
-def fork_server() -> Iterator[ForkServer]:
-    server = ForkServer.start()
-    server.wait_ready()
-    yield server
-    server.close()
-    assert gone(server.pid), "the fork server outlived close()"
 
 
 @pytest.fixture(params=["forkserver", "subprocess"], autouse=True)
@@ -164,7 +138,7 @@ def test_workers_are_stopped_with_their_parent(backend: Callable[..., Backend]) 
     pgid = b.proc.pid
     assert health(b).status_code == 200
     b.stop()
-    assert group_gone_soon(pgid), "a worker outlived `stop()`"
+    assert gone_soon(pgid, group=True, seconds=5), "a worker outlived `stop()`"
 
 
 def test_a_crash_at_import_reports_the_traceback(
@@ -190,7 +164,9 @@ def test_a_worker_crash_is_reported_without_waiting_out_the_timeout(
         b.start(timeout=60)
     assert "a backend worker crashed before GET /health answered" in str(exc.value)
     assert "NameError: name 'TITLE' is not defined" in exc.value.log
-    assert group_gone_soon(b.proc.pid), "the supervisor or a worker outlived the failure"
+    assert gone_soon(b.proc.pid, group=True, seconds=5), (
+        "the supervisor or a worker outlived the failure"
+    )
 
 
 def test_start_all_stops_every_backend_when_one_fails(backend: Callable[..., Backend]) -> None:
