@@ -5,14 +5,17 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import make_url
 
-from grader.dbservers import connections
 from grader.dbservers.errors import DatabaseUnavailable
-from grader.dbservers.server import Server
-from grader.dbservers.session import session_server
+
+if TYPE_CHECKING:
+    from grader.dbservers.server import Server
+
+# The servers' code imports SQLAlchemy (half a second): it is imported when a check first asks
+# for a server, so the checks of chapters 1-3 (SQLite files only) do not wait for it.
 
 
 class Databases:
@@ -37,6 +40,8 @@ class Databases:
         if self._error is not None:
             self._unavailable(self._error)
         if self._server is None:
+            from grader.dbservers.session import session_server
+
             try:
                 self._server = session_server(self.kind)
             except DatabaseUnavailable as exc:
@@ -64,15 +69,19 @@ class Databases:
         On SQLite there is no server to ask: it is the number of file descriptors the backend
         process `backend_pid` holds on the database file (None where that cannot be read).
         """
+        from grader.dbservers import connections
+
         if self.kind == "sqlite":
             if backend_pid is None:
                 raise ValueError("on SQLite, connection_count needs the backend's PID")
-            path = make_url(url).database
-            return connections.sqlite_file_handles(backend_pid, Path(path or ""))
+            path = Path(url.removeprefix("sqlite:///"))  # fresh_url's own form
+            return connections.sqlite_file_handles(backend_pid, path)
         return connections.connection_count(url)
 
     def connection_ids(self, url: str) -> set[str]:
         """Identities of the server's connections to `url` (new ones mean new connections)."""
+        from grader.dbservers import connections
+
         return connections.connection_ids(url)
 
     def _unavailable(self, message: str):

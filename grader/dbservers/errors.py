@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from grader.dbservers.urls import ENV_URLS, PACKAGES, learner_url
-
 
 class DatabaseUnavailable(RuntimeError):
     """The database a check needs cannot be had here; the message says how to get one."""
@@ -11,6 +9,10 @@ class DatabaseUnavailable(RuntimeError):
 
 def how_to_get(kind: str) -> str:
     """The advice every 'no server here' message ends with."""
+    # Imported here: urls needs SQLAlchemy, and the checks import this module for
+    # DatabaseUnavailable alone, on SQLite too.
+    from grader.dbservers.urls import ENV_URLS, PACKAGES, learner_url
+
     return (
         f"Install the server binaries (Debian/Ubuntu: `sudo apt-get install {PACKAGES[kind]}`; "
         f"the grader starts its own throwaway server from them), or start one with "
