@@ -215,3 +215,10 @@ def assert_caught(graded: Graded, chapter: int, mutant: Mutant) -> None:
     )
     for mid in skipped:
         assert graded.milestones[mid]["blocked_by"], graded.why(mid)
+
+
+def caught(chapter: int, slug: str, mutant: Mutant, tmp_path: Path, db: str = "sqlite") -> Graded:
+    """Build `mutant` from `solutions/<slug>/`, grade it on `db`, and `assert_caught` it."""
+    graded = grade(chapter, mutant.build(slug, tmp_path), tmp_path, db)
+    assert_caught(graded, chapter, mutant)
+    return graded

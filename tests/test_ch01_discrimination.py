@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mutants import SOLUTIONS, Edit, Mutant, assert_caught, derive, grade
+from mutants import SOLUTIONS, Edit, Mutant, caught, derive, grade
 
 CHAPTER, SLUG = 1, "01-baseline"
 MAIN, PAGE = "backend/main.py", "frontend/app.py"
@@ -65,8 +65,7 @@ MUTANTS = [
 
 @pytest.mark.parametrize("mutant", [m.param() for m in MUTANTS])
 def test_mutant_fails_its_milestone(mutant: Mutant, tmp_path: Path) -> None:
-    target = mutant.build(SLUG, tmp_path)
-    assert_caught(grade(CHAPTER, target, tmp_path), CHAPTER, mutant)
+    caught(CHAPTER, SLUG, mutant, tmp_path)
 
 
 def test_a_reply_drawn_with_st_write_passes(tmp_path: Path) -> None:

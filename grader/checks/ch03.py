@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grader.toolkit.chat import ChatApi, Message, is_uuid, same_thread
+from grader.toolkit.chat import ChatApi, is_uuid, same_thread
 from grader.toolkit.conversation import Conversation, expect_remembers, user_texts
 from grader.toolkit.dbview import DbView, explain_rows
 from grader.toolkit.expect import expect, fail, shorten
@@ -39,12 +39,6 @@ def open_page(target: Path, backend: Backend, thread_id: str | None = None) -> P
     from grader.toolkit.page import Page
 
     return Page(target, backend.url, {"thread_id": thread_id} if thread_id else None)
-
-
-def expect_shows(page: Page, messages: list[Message], rationale: str) -> None:
-    from grader.toolkit.page import expect_shows
-
-    expect_shows(page, messages, rationale)
 
 
 # --- 3.1 messages appear in messages.db --------------------------------------------------------
@@ -224,6 +218,8 @@ def a_killed_backend_keeps_the_history(written: Conversation, shared_backend: Ba
 @milestone("3.3")
 def a_refreshed_page_shows_the_whole_history(target: Path, shared_backend: Backend) -> None:
     """The page keeps the thread id in the URL; a new session on that URL shows the thread."""
+    from grader.toolkit.page import expect_shows
+
     first = "Good evening, game master: I open the door of the inn."
     page = open_page(target, shared_backend).send(first)
     tid = page.query.get("thread_id")
@@ -277,7 +273,7 @@ def a_refreshed_page_shows_the_whole_history(target: Path, shared_backend: Backe
 @milestone("3.3")
 def new_chat_starts_a_thread(target: Path, shared_backend: Backend, api: ChatApi) -> None:
     """New chat empties the page; the next message starts a new thread with its id in the URL."""
-    from grader.toolkit.page import bubble_listing
+    from grader.toolkit.page import bubble_listing, expect_shows
 
     old = api.turn("This thread is the old chat.")
     page = open_page(target, shared_backend, old.thread_id)
@@ -400,7 +396,7 @@ def the_clear_button_clears_the_shown_thread(
     target: Path, shared_backend: Backend, api: ChatApi
 ) -> None:
     """The clear_history button empties the page and its thread on the backend, nothing else."""
-    from grader.toolkit.page import bubble_listing
+    from grader.toolkit.page import bubble_listing, expect_shows
 
     shown = api.turn("This thread is on the page.")
     shown_all = [*shown.messages, *api.turn("roll 2d6+1", shown.thread_id).messages]
@@ -444,6 +440,8 @@ def the_toggle_hides_telemetry_and_nothing_else(
     target: Path, shared_backend: Backend, api: ChatApi
 ) -> None:
     """With the toggle off, tool calls and responses are hidden; every text stays; on, both show."""
+    from grader.toolkit.page import expect_shows
+
     hello = api.turn("hello there")
     # 1d20+30 totals 31 to 50, a number that cannot be read off the call's arguments.
     dice = api.turn("roll 1d20+30", hello.thread_id)

@@ -21,11 +21,10 @@ import httpx
 
 from grader.toolkit import steps
 from grader.toolkit.causes import exception_line
-from grader.toolkit.expect import expect, fail, shorten
+from grader.toolkit.expect import TODO_IN_TEXT, expect, fail, shorten
 from grader.toolkit.explain import listing, message_problem
 from grader.toolkit.procs import Backend
 
-TODO_IN_TEXT = re.compile(r"TODO \d+\.\d+")
 FIRST_QUESTION = "what was my first message?"
 COUNT_QUESTION = "how many messages have I sent?"
 _FIRST_ANSWER = re.compile(r'Your first message was: "(.*)"', re.DOTALL)

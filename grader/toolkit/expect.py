@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, NoReturn
+
+# How a learner's unfinished TODO shows in an answer or on the page: "TODO 3.1 is not done yet".
+TODO_IN_TEXT = re.compile(r"TODO \d+\.\d+")
 
 
 class CheckFailed(AssertionError):

@@ -10,7 +10,6 @@ asked for errors (`allow_error=True`), and an `st.error` naming `TODO N.M` says 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,10 +19,9 @@ from typing import Any
 from streamlit.testing.v1 import AppTest
 
 from grader.toolkit import steps
-from grader.toolkit.expect import expect, fail, shorten
+from grader.toolkit.expect import TODO_IN_TEXT, expect, fail, shorten
 
 TIMEOUT = 30
-_TODO = re.compile(r"TODO \d+\.\d+")
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,7 @@ class Page:
                 actual=shorten(f"{first.message}\n" + "\n".join(first.stack_trace[-6:]), 1200),
             )
         if self.errors and not allow_error:
-            todo = next((m.group(0) for e in self.errors if (m := _TODO.search(e))), None)
+            todo = next((m.group(0) for e in self.errors if (m := TODO_IN_TEXT.search(e))), None)
             if todo:
                 fail(
                     f"the page reached {todo}, which is not done yet ({what})",
