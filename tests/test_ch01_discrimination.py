@@ -10,7 +10,7 @@ from mutants import SOLUTIONS, Edit, Mutant, caught, derive, grade
 
 CHAPTER, SLUG = 1, "01-baseline"
 MAIN, PAGE = "backend/main.py", "frontend/app.py"
-SHOW_REPLY = '        with st.chat_message("assistant"):\n            st.markdown(reply)'
+SHOW_REPLY = '        with st.chat_message("assistant"):\n            st.text(reply)'
 
 MUTANTS = [
     Mutant(
@@ -39,7 +39,7 @@ MUTANTS = [
     ),
     Mutant(
         "reply-outside-a-chat-bubble",
-        (Edit(PAGE, SHOW_REPLY, "        st.markdown(reply)"),),
+        (Edit(PAGE, SHOW_REPLY, "        st.text(reply)"),),
         fails="1.3",
         says=r"after the prompt, the page must show the assistant's reply",
     ),
@@ -48,7 +48,7 @@ MUTANTS = [
         (
             Edit(
                 PAGE,
-                '    with st.chat_message("user"):\n        st.markdown(prompt)',
+                '    with st.chat_message("user"):\n        st.text(prompt)',
                 "    pass",
             ),
             Edit(
@@ -69,7 +69,7 @@ def test_mutant_fails_its_milestone(mutant: Mutant, tmp_path: Path) -> None:
 
 
 def test_a_reply_drawn_with_st_write_passes(tmp_path: Path) -> None:
-    """Right but different: the reply in its bubble with st.write, the prompt with st.text."""
+    """Right but different: the reply in its bubble with st.write, the prompt with st.markdown."""
     changes = [
         Edit(
             PAGE,
@@ -78,8 +78,8 @@ def test_a_reply_drawn_with_st_write_passes(tmp_path: Path) -> None:
         ),
         Edit(
             PAGE,
-            '    with st.chat_message("user"):\n        st.markdown(prompt)',
             '    with st.chat_message("user"):\n        st.text(prompt)',
+            '    with st.chat_message("user"):\n        st.markdown(prompt)',
         ),
     ]
     target = derive(SOLUTIONS / SLUG, tmp_path / "st-write", changes, "st-write")

@@ -18,7 +18,9 @@ CHAPTER, SLUG = 3, "03-stateless-history"
 STORE, PAGE = "backend/store.py", "frontend/app.py"
 
 # The history kept in a module-level dict; the table is still created at startup.
-DICT = Edit(STORE, "BUSY_TIMEOUT_SECONDS = 10\n", "BUSY_TIMEOUT_SECONDS = 10\nTHREADS: dict = {}\n")
+# A module-level global goes just above the schema (an anchor that no tuning value moves).
+SCHEMA_REGION = "# --8<-- [start:schema]\n"
+DICT = Edit(STORE, SCHEMA_REGION, f"THREADS: dict = {{}}\n\n{SCHEMA_REGION}")
 READ_DICT = Edit(
     STORE,
     '    return [{"role": role, "parts": json.loads(parts)} for role, parts in rows]',
@@ -124,11 +126,7 @@ MUTANTS = [
     Mutant(
         "history-cached-per-process",  # read-through cache: right on one backend, stale on two
         (
-            Edit(
-                STORE,
-                "BUSY_TIMEOUT_SECONDS = 10\n",
-                "BUSY_TIMEOUT_SECONDS = 10\nCACHE: dict = {}\n",
-            ),
+            Edit(STORE, SCHEMA_REGION, f"CACHE: dict = {{}}\n\n{SCHEMA_REGION}"),
             Edit(
                 STORE,
                 '    rows = db.execute(\n        "SELECT role, parts FROM messages WHERE thread_id = ? ORDER BY id",',

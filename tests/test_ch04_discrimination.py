@@ -21,31 +21,25 @@ SQLITE, POSTGRES, MYSQL = (
     pytest.param("postgres", marks=pytest.mark.databases),
     pytest.param("mysql", marks=pytest.mark.databases),
 )
-PER_ENGINE = "self._connection: Connection = get_engine().connect()"
+PER_ENGINE = "self._begin = engine.begin()"
+NEW_ENGINE = "self._begin = make_engine(DATABASE_URL).begin()"
 WHERE_THREAD = "        .where(messages.c.thread_id == str(thread_id))\n"
 
 MUTANTS = {
     "engine-per-request": Mutant(
         "engine-per-request",
-        (
-            Edit(
-                DB, PER_ENGINE, "self._connection: Connection = make_engine(DATABASE_URL).connect()"
-            ),
-        ),
+        (Edit(DB, PER_ENGINE, NEW_ENGINE),),
         fails="4.3",
         says=r"new engine .*per request.* Make one engine per process",
     ),
     "engine-per-request-disposed": Mutant(  # leaves no connection behind to count
         "engine-per-request-disposed",
         (
-            Edit(
-                DB, PER_ENGINE, "self._connection: Connection = make_engine(DATABASE_URL).connect()"
-            ),
+            Edit(DB, PER_ENGINE, NEW_ENGINE),
             Edit(
                 DB,
-                "        finally:\n            self._connection.close()",
-                "        finally:\n            self._connection.close()\n"
-                "            self._connection.engine.dispose()",
+                "        self._begin.__exit__(*exc_info)\n",
+                "        self._begin.__exit__(*exc_info)\n        self._connection.engine.dispose()\n",
             ),
         ),
         fails="4.3",
@@ -54,15 +48,16 @@ MUTANTS = {
     "engine-per-thread": Mutant(
         "engine-per-thread",
         (
+            Edit(DB, PER_ENGINE, "self._begin = thread_engine().begin()"),
             Edit(
                 DB,
-                "    global _engine\n    with _engine_lock:\n        if _engine is None:\n"
-                "            _engine = make_engine(DATABASE_URL)\n        return _engine",
+                "engine = make_engine(DATABASE_URL)\n",
+                "engine = make_engine(DATABASE_URL)\n_per_thread = threading.local()\n\n\n"
+                "def thread_engine() -> Engine:\n"
                 "    if not hasattr(_per_thread, 'engine'):\n"
                 "        _per_thread.engine = make_engine(DATABASE_URL)\n"
-                "    return _per_thread.engine",
+                "    return _per_thread.engine\n",
             ),
-            Edit(DB, "_engine_lock = threading.Lock()\n", "_per_thread = threading.local()\n"),
         ),
         fails="4.3",
         says=r"An engine per request or per thread\? Make one engine per process",

@@ -358,7 +358,7 @@ def test_dev_new_scaffolds_the_next_chapter(repo: Path) -> None:
     assert "TODO 4." not in every and "BEGIN SOLUTION\n    return None" in every
     assert "# TODO 5.1:" in every
     # Chapter 4's code, finished: its TODO blocks hold their solution code.
-    assert "get_engine().connect()" in (solution / "backend" / "db.py").read_text()
+    assert "engine.begin()" in (solution / "backend" / "db.py").read_text()
     nav = (repo / "mkdocs.yml").read_text(encoding="utf-8")
     assert '      - "5. Scale out": chapters/05-scale-out.md\n' in nav
     assert (repo / "docs" / "chapters" / "05-scale-out.md").read_text().count("## Milestones")

@@ -11,6 +11,11 @@ Material renders each diagram into a *closed* shadow root on a `div.mermaid` tha
 code block. An init script opens those shadow roots (it changes nothing else) so the test can see
 the SVG. A diagram that does not parse stays a `pre.mermaid` code block, Mermaid raises its parse
 error and prints "Syntax error in text" on the page. Screenshot: test-artifacts/docs-ch03-diagram.png.
+
+Material scales each diagram down to the width of the page's text column, so a wide diagram
+(long message labels, many participants, a long `flowchart LR` chain) ends up with labels a few
+pixels high. Every label must be drawn at least `MIN_LABEL_PX` CSS pixels high in a 1280-pixel
+wide window: wrap long labels with `<br/>`, use fewer participants, or `flowchart TB`.
 """
 
 from __future__ import annotations
@@ -64,6 +69,25 @@ INIT_SCRIPT = """
 RENDERED = """
 (n) => window.__pageErrors.length > 0 || [...document.querySelectorAll("div.mermaid")]
   .filter((host) => host.shadowRoot && host.shadowRoot.querySelector("svg")).length >= n
+"""
+
+# The smallest label of each rendered diagram, in CSS pixels as drawn: its font size times the
+# factor by which the SVG is scaled from its viewBox to the page.
+MIN_LABEL_PX = 9
+LABEL_SIZES = """
+() => [...document.querySelectorAll("div.mermaid")].map((host) => {
+  const svg = host.shadowRoot && host.shadowRoot.querySelector("svg");
+  if (!svg) return null;
+  const drawn = svg.getBoundingClientRect().width;
+  const box = svg.viewBox && svg.viewBox.baseVal;
+  const scale = box && box.width ? drawn / box.width : 1;
+  const labels = [...svg.querySelectorAll("text, foreignObject div, foreignObject span")]
+    .filter((el) => (el.textContent || "").trim() && !el.querySelector("text, div, span"));
+  if (!labels.length) return null;
+  const sizes = labels.map((el) => [parseFloat(getComputedStyle(el).fontSize) * scale, el]);
+  const [px, el] = sizes.reduce((a, b) => (b[0] < a[0] ? b : a));
+  return { px, label: el.textContent.trim().slice(0, 60) };
+})
 """
 
 REPORT = """
@@ -165,6 +189,14 @@ def test_every_diagram_renders_offline(
     assert seen["svgs"] == diagrams, (
         f"{page}: {diagrams} mermaid fence(s), {seen['svgs']} rendered diagram(s)"
     )
+
+    for number, smallest in enumerate(tab.evaluate(LABEL_SIZES), start=1):
+        assert smallest is not None, f"{page}: diagram {number} has no labels to measure"
+        assert smallest["px"] >= MIN_LABEL_PX, (
+            f"{page}: diagram {number} draws {smallest['label']!r} {smallest['px']:.1f} px high "
+            f"(at least {MIN_LABEL_PX}): it is too wide for the page and is scaled down; wrap "
+            "long labels with <br/>, use fewer participants or nodes, or flowchart TB"
+        )
 
     if page == SCREENSHOT_PAGE:
         diagram = tab.locator("div.mermaid").first

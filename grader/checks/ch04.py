@@ -375,10 +375,10 @@ def one_connection_pool_per_process(spawn: Any, databases: Databases) -> None:
                 opened = opens.count()
             expect(
                 opened <= SEQUENTIAL_BOUND,
-                f"while serving {SEQUENTIAL_REQUESTS} requests one at a time the backend opened "
-                f"the SQLite file {opened} times: {PER_REQUEST}",
-                expected=f"at most {SEQUENTIAL_BOUND} opens (one pooled connection, reused)",
-                actual=f"{opened} opens of {path}",
+                f"while serving {SEQUENTIAL_REQUESTS} requests one at a time the backend made "
+                f"{opened} connections to the SQLite file: {PER_REQUEST}",
+                expected=f"at most {SEQUENTIAL_BOUND} connections (one pooled connection, reused)",
+                actual=f"{opened} connections opened {path} (or its write-ahead log)",
             )
         else:
             with Sampler(databases, url, backend) as sampler:

@@ -7,7 +7,8 @@
 - `conversation`: `Conversation` (a thread a check wrote, handed to the next) and
   `expect_remembers` (the assistant's answers prove the turn loaded the whole thread);
 - `dbview`: `DbView`, the one reader (and writer) of the `messages` table on all three databases;
-- `opens`: how often a file is opened (SQLite's only view of connections);
+- `opens`: how many connections open a SQLite file (its only view of connections);
+- `load`: a load run (Locust, in its own process) and the audit of every thread it wrote;
 - `page`: `Page`, the one reader of a Streamlit page;
 - `procs`: backends as real processes, free ports, stopping by process group;
 - `causes`: what a backend's log says went wrong;

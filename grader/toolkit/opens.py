@@ -5,6 +5,12 @@ see is the file being opened: a pool opens it once and reuses the connection; an
 (and disposed) per request opens it once per request, although it leaves no handle behind to
 count. The standard library has no inotify binding, so this is the few calls it needs, through
 ctypes.
+
+In WAL mode the file itself is not enough: while any connection of a process is open, SQLite
+keeps the file's descriptor of a closed connection and hands it to the next one (its POSIX
+locks are per process), so new connections do not open the database file again. Each one does
+open the write-ahead log (`messages.db-wal`), though. So the folder is watched, and the opens of
+the file and of its log are counted apart: the larger count is the number of connections made.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then `len` bytes of nam
 
 
 class OpenCounter:
-    """`with OpenCounter(path) as opens: ...; opens.count()`: opens of `path` meanwhile.
+    """`with OpenCounter(path) as opens: ...; opens.count()`: connections made to `path` meanwhile.
 
     Opens that overlap (several connections opened at once, none closed between) may count as
     one: the count is exact for opens made one at a time, a lower bound otherwise.
@@ -35,7 +41,7 @@ class OpenCounter:
         self.path = path
         self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         self._fd = -1
-        self._seen = 0
+        self._names = {path.name.encode(): 0, f"{path.name}-wal".encode(): 0}
 
     @staticmethod
     def available() -> bool:
@@ -45,13 +51,14 @@ class OpenCounter:
         self._fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         if self._fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
-        if self._libc.inotify_add_watch(self._fd, str(self.path).encode(), IN_OPEN | IN_CLOSE) < 0:
+        folder = str(self.path.parent).encode()
+        if self._libc.inotify_add_watch(self._fd, folder, IN_OPEN | IN_CLOSE) < 0:
             os.close(self._fd)
-            raise OSError(ctypes.get_errno(), f"cannot watch {self.path}")
+            raise OSError(ctypes.get_errno(), f"cannot watch {self.path.parent}")
         return self
 
     def count(self) -> int:
-        """Opens seen so far (reads every event queued until now)."""
+        """Connections seen so far: opens of the file or of its log, whichever is more."""
         while select.select([self._fd], [], [], 0.05)[0]:
             try:
                 data = os.read(self._fd, 65536)
@@ -60,9 +67,11 @@ class OpenCounter:
             offset = 0
             while offset < len(data):
                 _wd, mask, _cookie, size = _EVENT.unpack_from(data, offset)
+                name = data[offset + _EVENT.size : offset + _EVENT.size + size].rstrip(b"\0")
                 offset += _EVENT.size + size
-                self._seen += bool(mask & IN_OPEN)
-        return self._seen
+                if mask & IN_OPEN and name in self._names:
+                    self._names[name] += 1
+        return max(self._names.values())
 
     def __exit__(
         self,

@@ -19,6 +19,12 @@ st.title("🎲 Game master")
 st.caption("Try “roll 2d6+1”, “tell me about the dragon”, or “what was my first message?”.")
 
 
+def as_code(text: str) -> str:
+    """`text` as Markdown inline code, which st.error and st.caption show as typed (no links,
+    images or HTML). On one line and without backticks, nothing in it can end the code early."""
+    return "`" + " ".join(text.split()).replace("`", "'") + "`"
+
+
 if "thread_id" not in st.session_state:
     st.session_state.thread_id = None  # None until the backend starts a thread for us
     st.session_state.messages = []  # the thread's messages, as the backend sent them
@@ -31,21 +37,25 @@ with st.sidebar:
         st.session_state.thread_id = None
         st.session_state.messages = []
     st.caption(
-        f"Thread `{st.session_state.thread_id}`"
+        f"Thread {as_code(st.session_state.thread_id)}"
         if st.session_state.thread_id
         else "A new thread starts with your first message."
     )
 
 
 def show_part(part: dict) -> None:
+    # Every text is shown as typed: st.markdown would obey Markdown in a prompt (or in a reply
+    # quoting it), and ![x](http://...) would make every viewer's browser fetch that image.
     if "text" in part:
-        st.markdown(part["text"])
+        st.text(part["text"])
     elif "function_call" in part:
         call = part["function_call"]
-        st.caption(f"🔧 Calling tool `{call['name']}` with `{json.dumps(call.get('args', {}))}`")
+        args = json.dumps(call.get("args", {}))
+        st.caption(f"🔧 Calling tool {as_code(call['name'])} with {as_code(args)}")
     elif "function_response" in part:
         answer = part["function_response"]
-        st.caption(f"🔧 Tool `{answer['name']}` answered `{json.dumps(answer.get('response'))}`")
+        result = json.dumps(answer.get("response"))
+        st.caption(f"🔧 Tool {as_code(answer['name'])} answered {as_code(result)}")
 
 
 def speaker(message: dict) -> str:
@@ -112,9 +122,8 @@ if prompt := st.chat_input("Say something to the game master", max_chars=8000):
         st.error(f"{exc} is not done yet: finish it, then send your message again.")
     except httpx.HTTPStatusError as exc:
         status = exc.response.status_code
-        st.error(
-            f"The backend answered {status}: {backend_detail(exc.response)}. {what_to_do(status)}"
-        )
+        detail = as_code(backend_detail(exc.response))  # it may echo the prompt: no Markdown
+        st.error(f"The backend answered {status}: {detail}. {what_to_do(status)}")
     except httpx.HTTPError as exc:
         st.error(
             f"Could not reach the backend at {BACKEND_URL} ({type(exc).__name__}). "
@@ -122,7 +131,7 @@ if prompt := st.chat_input("Say something to the game master", max_chars=8000):
         )
     except (KeyError, TypeError, ValueError) as exc:
         st.error(
-            f"The backend answered something this page doesn't understand ({exc}). "
+            f"The backend answered something this page doesn't understand ({as_code(str(exc))}). "
             "Check that POST /chat answers {thread_id, messages}."
         )
     else:

@@ -1,8 +1,9 @@
-"""The shapes the API accepts and answers, checked by pydantic.
+"""The shapes the API accepts and answers, checked by pydantic: chapter 2's models, unchanged.
 
 A message is `{"role": ..., "parts": [...]}` and each part holds exactly one of `text`,
 `function_call` or `function_response`. `extra="forbid"` turns an unknown field into a 422
 instead of silently ignoring it, and it is also what makes "exactly one key per part" hold.
+The same models check the assistant's answer before it is stored (`ask_assistant` in main.py).
 """
 
 from typing import Any, Literal
@@ -12,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Strict(BaseModel):
+    # An unknown key is a mistake, not something to ignore silently: it gets a 422.
     model_config = ConfigDict(extra="forbid")
 
 
@@ -20,7 +22,7 @@ class TextPart(Strict):
 
 
 class FunctionCall(Strict):
-    name: str
+    name: str = Field(min_length=1)
     args: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -29,7 +31,7 @@ class FunctionCallPart(Strict):
 
 
 class FunctionResponse(Strict):
-    name: str
+    name: str = Field(min_length=1)
     response: dict[str, Any]
 
 
@@ -37,6 +39,8 @@ class FunctionResponsePart(Strict):
     function_response: FunctionResponse
 
 
+# Each member requires its one key and forbids any other, so a part with no key, or with two,
+# matches none of them and fails validation: "exactly one key" without a line of if/else.
 Part = TextPart | FunctionCallPart | FunctionResponsePart
 
 
@@ -52,11 +56,11 @@ class ChatRequest(Strict):
     thread_id: UUID | None = None
 
 
-class ChatReply(BaseModel):
+class ChatReply(Strict):
     thread_id: UUID
-    messages: list[Message]  # the messages this turn added, in order
+    messages: list[Message]  # what this turn added: the user's message, then the assistant's
 
 
-class History(BaseModel):
+class History(Strict):
     thread_id: UUID
     messages: list[Message]  # every message of the thread, oldest first

@@ -16,7 +16,7 @@ from backend.settings import DATABASE_PATH
 
 # How long a connection waits for another process's write to finish before giving up with
 # "database is locked" (sqlite3.OperationalError, which the API answers with 503).
-BUSY_TIMEOUT_SECONDS = 10
+BUSY_TIMEOUT_SECONDS = 5
 
 # One row per message. AUTOINCREMENT never reuses an id, even after a delete, so ordering a
 # thread by id is ordering it by arrival. The index makes "one thread, in order" a range scan.

@@ -7,6 +7,7 @@ shows the same conversation, whichever backend process answers.
 
 import json
 import os
+import uuid
 
 import httpx
 import streamlit as st
@@ -22,15 +23,22 @@ class BackendProblem(Exception):
     """Talking to the backend went wrong; the message says what happened and what to do."""
 
 
+def as_code(text: str) -> str:
+    """`text` as Markdown inline code, which st.error and st.caption show as typed (no links,
+    images or HTML). On one line and without backticks, nothing in it can end the code early."""
+    return "`" + " ".join(text.split()).replace("`", "'") + "`"
+
+
 def _detail(response: httpx.Response) -> str:
-    """The backend's `detail`: a string, or FastAPI's list of validation errors."""
+    """The backend's `detail` (a string, or FastAPI's list of validation errors) as inline code:
+    it may echo what was sent, and st.error must not render that as Markdown."""
     try:
         detail = response.json()["detail"]
     except (ValueError, KeyError, TypeError):
-        return response.text[:300]
+        return as_code(response.text[:300])
     if isinstance(detail, list):
-        return "; ".join(str(e.get("msg", e)) if isinstance(e, dict) else str(e) for e in detail)
-    return str(detail)[:300]
+        detail = "; ".join(str(e.get("msg", e)) if isinstance(e, dict) else str(e) for e in detail)
+    return as_code(str(detail)[:300])
 
 
 def backend(method: str, path: str, **kwargs) -> httpx.Response:
@@ -48,8 +56,8 @@ def backend(method: str, path: str, **kwargs) -> httpx.Response:
         )
     if response.status_code == 422:
         raise BackendProblem(
-            f"The backend rejected {method} {path}: {_detail(response)}. If the thread id in "
-            "the address bar was edited, press “New chat”."
+            f"The backend rejected {method} {path}: {_detail(response)}. "
+            "Change your message and send it again."
         )
     if response.status_code == 503:
         raise BackendProblem(
@@ -82,6 +90,16 @@ def fetch_history(thread_id: str) -> list[dict]:
     raise NotImplementedError("TODO 3.3")
 
 
+def is_thread_id(text: str) -> bool:
+    """Thread ids are UUIDs. A link can carry anything in ?thread_id=, so check it before it
+    goes into a URL: `../health` would ask another route. (The canonical form only: uuid.UUID
+    also reads forms such as `{...}` and `urn:uuid:...`.)"""
+    try:
+        return str(uuid.UUID(text)) == text.lower()
+    except ValueError:
+        return False
+
+
 def send_prompt(prompt: str, thread_id: str | None) -> str:
     """One turn: the backend stores it; the answer names the thread (a new one if None)."""
     body = backend("POST", "/chat", json={"prompt": prompt, "thread_id": thread_id}).json()
@@ -98,9 +116,11 @@ def describe_tool_part(part: dict) -> str:
     if "function_call" in part:
         call = part["function_call"]
         args = ", ".join(f"{key}={value!r}" for key, value in call.get("args", {}).items())
-        return f"🛠️ Calling tool `{call['name']}({args})`"
+        signature = f"{call['name']}({args})"
+        return f"🛠️ Calling tool {as_code(signature)}"
     answer = part["function_response"]
-    return f"🛠️ Tool `{answer['name']}` answered `{json.dumps(answer['response'])}`"
+    result = json.dumps(answer["response"])
+    return f"🛠️ Tool {as_code(answer['name'])} answered {as_code(result)}"
 
 
 def is_visible(part: dict, show_telemetry: bool) -> bool:
@@ -123,9 +143,11 @@ def render(message: dict, show_telemetry: bool) -> None:
     with bubble:
         for part in parts:
             if "text" in part:
-                st.markdown(part["text"])
+                # As typed: st.markdown would obey Markdown in a prompt (or a reply quoting it),
+                # and ![x](http://...) would make every viewer's browser fetch that image.
+                st.text(part["text"])
             else:
-                st.caption(describe_tool_part(part))
+                st.caption(describe_tool_part(part))  # Markdown, its untrusted parts as_code
 
 
 # The widgets come first and outside any `try`, so they exist on every run, whatever fails.
@@ -137,17 +159,32 @@ prompt = st.chat_input("Say something to the game master")
 
 try:
     thread_id = current_thread_id()
+    if thread_id and not is_thread_id(thread_id):
+        st.query_params.pop("thread_id", None)  # a broken or crafted link: start a new chat
+        thread_id = None
+        st.error(
+            "This link is not a valid conversation: its thread id is malformed. "
+            "Send a message to start a new chat."
+        )
     if new_chat:
         st.query_params.pop("thread_id", None)
         thread_id = None  # the first message of the new chat gets a fresh thread from the backend
     if clear and thread_id:
         clear_history(thread_id)
+        st.query_params.pop("thread_id", None)
+        thread_id = None  # the thread is empty now: the next message starts a new one
+        st.toast("History cleared. Your next message starts a new chat.")
+    st.sidebar.caption(
+        f"Thread {as_code(thread_id)}"
+        if thread_id
+        else "A new chat starts with your first message."
+    )
     if thread_id:
         for message in fetch_history(thread_id):
             render(message, show_telemetry)
     if prompt:
         with st.chat_message("user"):
-            st.markdown(prompt)
+            st.text(prompt)
         with st.spinner("The game master is thinking…"):
             remember_thread_id(send_prompt(prompt, thread_id))
         st.rerun()  # draw the page again, from /history, with this turn in it

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.db import get_engine
+from backend.db import engine
 from backend.tables import create_tables
 
 # uvicorn's own logger, so these lines land in the backend's log with uvicorn's.
@@ -99,7 +99,7 @@ def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         # The database was recreated under a running backend. Create the tables again, as
         # startup does, so the retry works (a plain def: it runs in a worker thread).
         try:
-            create_tables(get_engine())
+            create_tables(engine)
         except sa_exc.SQLAlchemyError:
             return unavailable("the database is unavailable")
         return unavailable("the database had lost its messages table; it was created again")
@@ -126,10 +126,15 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> Resp
 
 
 async def http_error(request: Request, exc: HTTPException) -> Response:
-    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
-        # FastAPI says 400 for a body it cannot decode; like any body that is not JSON
-        # text, it is a 422.
-        return JSONResponse({"detail": "the request body is not valid UTF-8"}, 422)
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        # FastAPI says 400 for a body its JSON parser gave up on (not UTF-8, nested too
+        # deeply, a number too long to convert); like any other body that is not JSON, it is
+        # a 422, in the shape of FastAPI's own 422s, which the OpenAPI schema documents.
+        what = (
+            "valid UTF-8" if isinstance(exc.__cause__, UnicodeDecodeError) else "JSON it can parse"
+        )
+        error = {"type": "json_invalid", "loc": ["body"], "msg": f"the request body is not {what}"}
+        return JSONResponse({"detail": [error]}, 422)
     if exc.status_code == 405:
         # Starlette lists only the methods of the first route with this path (GET for
         # /history/{id}); Allow must name every method the path answers.

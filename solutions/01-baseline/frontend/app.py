@@ -21,8 +21,16 @@ if "messages" not in st.session_state:
 
 for role, text in st.session_state.messages:
     with st.chat_message(role):
-        st.markdown(text)
+        # st.text shows the text as typed. st.markdown would obey Markdown in it: a prompt
+        # holding ![x](http://...) would make every viewer's browser fetch that image.
+        st.text(text)
 # --8<-- [end:session]
+
+
+def as_code(text: str) -> str:
+    """`text` as Markdown inline code, which st.error and st.caption show as typed (no links,
+    images or HTML). On one line and without backticks, nothing in it can end the code early."""
+    return "`" + " ".join(text.split()).replace("`", "'") + "`"
 
 
 # --8<-- [start:ask]
@@ -37,11 +45,12 @@ def ask_backend(prompt: str) -> str:
 if prompt := st.chat_input("Say something to the game master"):
     st.session_state.messages.append(("user", prompt))
     with st.chat_message("user"):
-        st.markdown(prompt)
+        st.text(prompt)
     try:
         reply = ask_backend(prompt)
     except httpx.HTTPStatusError as exc:
-        st.error(f"The backend answered {exc.response.status_code}: {exc.response.text}")
+        # The answer may echo the prompt: as_code keeps st.error from rendering it as Markdown.
+        st.error(f"The backend answered {exc.response.status_code}: {as_code(exc.response.text)}")
     except httpx.HTTPError as exc:
         st.error(
             f"Could not reach the backend at {BACKEND_URL} ({type(exc).__name__}). "
@@ -50,4 +59,4 @@ if prompt := st.chat_input("Say something to the game master"):
     else:
         st.session_state.messages.append(("assistant", reply))
         with st.chat_message("assistant"):
-            st.markdown(reply)
+            st.text(reply)

@@ -116,10 +116,15 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> Resp
 
 
 async def http_error(request: Request, exc: HTTPException) -> Response:
-    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
-        # FastAPI says 400 for a body it cannot decode; like any body that is not JSON
-        # text, it is a 422.
-        return JSONResponse({"detail": "the request body is not valid UTF-8"}, 422)
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        # FastAPI says 400 for a body its JSON parser gave up on (not UTF-8, nested too
+        # deeply, a number too long to convert); like any other body that is not JSON, it is
+        # a 422, in the shape of FastAPI's own 422s, which the OpenAPI schema documents.
+        what = (
+            "valid UTF-8" if isinstance(exc.__cause__, UnicodeDecodeError) else "JSON it can parse"
+        )
+        error = {"type": "json_invalid", "loc": ["body"], "msg": f"the request body is not {what}"}
+        return JSONResponse({"detail": [error]}, 422)
     if exc.status_code == 405:
         # Starlette lists only the methods of the first route with this path (GET for
         # /history/{id}); Allow must name every method the path answers.

@@ -8,14 +8,16 @@ be restarted, killed or run as many copies as you like.
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 from uuid import UUID, uuid4
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
-from assistant import respond  # STARTER: noqa: F401 (TODO 3.1 uses it)
+from assistant import respond
 from backend import errors, store
-from backend.models import ChatReply, ChatRequest, History
+from backend.models import ChatReply, ChatRequest, History, Message
 
 
 # --8<-- [start:lifespan]
@@ -49,7 +51,9 @@ async def unfinished_todo(request: Request, exc: NotImplementedError) -> JSONRes
 
 
 @app.get("/health")
-def health() -> dict[str, str]:
+async def health() -> dict[str, str]:
+    # Liveness: async, so it answers on the event loop even when every worker thread is busy
+    # (a sync route would wait for one), and it never touches the database.
     return {"status": "ok"}
 
 
@@ -58,10 +62,29 @@ def ping() -> dict[str, str]:
     return {"ping": "pong"}
 
 
+# --8<-- [start:ask]
+def ask_assistant(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The assistant's new messages for this thread, checked against the message model."""
+    answer = respond(history)
+    try:
+        # Chapter 2's rule, kept: the answer crosses a boundary, so it is checked before it is
+        # stored. A malformed message in the table would break every later turn of the thread.
+        checked = [Message.model_validate(message) for message in answer]
+    except ValidationError as exc:
+        raise HTTPException(
+            status_code=502,
+            detail=f"the assistant answered a malformed message: {exc.errors()[0]['msg']}",
+        ) from exc
+    return [message.model_dump() for message in checked]
+
+
+# --8<-- [end:ask]
+
+
 # TODO 3.1: POST /chat runs the whole turn in ONE transaction (store.transaction()).
 # Store the user's message, load the whole thread from the database (TODO 3.2), ask the
-# assistant with it, store the messages it returned; answer the thread id and the messages
-# this turn added.
+# assistant with it (ask_assistant checks its answer), store the messages it returned; answer
+# the thread id and the messages this turn added.
 # BEGIN SOLUTION
 # --8<-- [start:chat-route]
 @app.post("/chat")
@@ -73,7 +96,7 @@ def chat(request: ChatRequest) -> ChatReply:
         store.append_messages(db, thread_id, [user_message])
         # The assistant sees the thread as the database has it, not as this process remembers it.
         history = store.load_history(db, thread_id)
-        new_messages = respond(history)
+        new_messages = ask_assistant(history)  # a 502 here rolls the whole turn back
         store.append_messages(db, thread_id, new_messages)
     return ChatReply(thread_id=thread_id, messages=[user_message, *new_messages])
 
@@ -86,7 +109,7 @@ def chat(request: ChatRequest) -> ChatReply:
 #     thread_id = request.thread_id or uuid4()  # None asks for a new thread  # STARTER: noqa: F841 (TODO 3.1 uses it)
 #     user_message = {"role": "user", "parts": [{"text": request.prompt}]}  # STARTER: noqa: F841 (TODO 3.1 uses it)
 #     # with store.transaction() as db:
-#     #     store the user message, load the history, respond(history), store the new messages
+#     #     store the user message, load the history, ask_assistant(history), store the new messages
 #     # return ChatReply(thread_id=thread_id, messages=[user_message, *new_messages])
 #     raise NotImplementedError("TODO 3.1")
 # END STARTER

@@ -1,23 +1,25 @@
 """Chapter 4: the chapter 3 backend on SQLAlchemy: SQLite, Postgres or MySQL, one codebase.
 
-Every turn reads the thread from the database and writes the new messages back, in one
-transaction (`with Database() as db:`). Nothing about a conversation stays in this process
+Every turn reads the thread from the database, asks the assistant, and writes the turn back in
+one transaction (`with Database() as db:`). Nothing about a conversation stays in this process
 between requests, so it can be restarted, killed or run as many copies as you like, and which
 database holds the conversation is one environment variable: DATABASE_URL.
 """
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 from uuid import UUID, uuid4
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
 
 from assistant import respond
 from backend import errors, store
-from backend.db import Database, get_engine
-from backend.models import ChatReply, ChatRequest, History
+from backend.db import Database, engine
+from backend.models import ChatReply, ChatRequest, History, Message
 from backend.settings import DATABASE_URL
 from backend.tables import create_tables
 
@@ -27,7 +29,7 @@ from backend.tables import create_tables
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # The tables are created once at startup, not on every request.
     try:
-        create_tables(get_engine())
+        create_tables(engine)
     except sa_exc.DBAPIError as exc:
         where = DATABASE_URL.render_as_string(hide_password=True)
         raise RuntimeError(
@@ -37,7 +39,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ) from exc
     yield
     # Close the pool's connections on shutdown instead of leaving the server to notice.
-    get_engine().dispose()
+    engine.dispose()
 
 
 # --8<-- [end:lifespan]
@@ -56,7 +58,9 @@ async def unfinished_todo(request: Request, exc: NotImplementedError) -> JSONRes
 
 
 @app.get("/health")
-def health() -> dict[str, str]:
+async def health() -> dict[str, str]:
+    # Liveness: async, so it answers on the event loop even when every worker thread is busy
+    # (a sync route would wait for one), and it never touches the database.
     return {"status": "ok"}
 
 
@@ -65,18 +69,42 @@ def ping() -> dict[str, str]:
     return {"ping": "pong"}
 
 
+def ask_assistant(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The assistant's new messages for this thread, checked against the message model."""
+    answer = respond(history)
+    try:
+        # Chapter 2's rule, kept: the answer crosses a boundary, so it is checked before it is
+        # stored. A malformed message in the table would break every later turn of the thread.
+        checked = [Message.model_validate(message) for message in answer]
+    except ValidationError as exc:
+        raise HTTPException(
+            status_code=502,
+            detail=f"the assistant answered a malformed message: {exc.errors()[0]['msg']}",
+        ) from exc
+    return [message.model_dump() for message in checked]
+
+
+# --8<-- [start:chat]
 @app.post("/chat")
-def chat(request: ChatRequest) -> ChatReply:
-    thread_id = request.thread_id or uuid4()
-    user_message = {"role": "user", "parts": [{"text": request.prompt}]}
-    # One transaction: every row of the turn is stored, or (if anything fails) none is.
+def chat(body: ChatRequest) -> ChatReply:
+    thread_id = body.thread_id or uuid4()
+    user_message = {"role": "user", "parts": [{"text": body.prompt}]}
+    # The assistant sees the thread as the database has it, not as this process remembers it.
+    # Reading is its own short transaction: on SQLite a transaction that writes holds the
+    # file's one write lock until it ends, so writing first would make every other turn, on
+    # every thread, wait while this one loads its history and the assistant answers.
     with Database() as db:
-        store.append_messages(db, thread_id, [user_message])
-        # The assistant sees the thread as the database has it, not as this process remembers it.
         history = store.load_history(db, thread_id)
-        new_messages = respond(history)
-        store.append_messages(db, thread_id, new_messages)
+    new_messages = ask_assistant([*history, user_message])  # a 502 here stores nothing
+    # One transaction writes the whole turn: every row of it is stored, or (if anything
+    # fails) none is. Two turns on one thread at once can both read the history before
+    # either is stored, so neither reply knows of the other turn (the docs: "Two turns at once").
+    with Database() as db:
+        store.append_messages(db, thread_id, [user_message, *new_messages])
     return ChatReply(thread_id=thread_id, messages=[user_message, *new_messages])
+
+
+# --8<-- [end:chat]
 
 
 @app.get("/history/{thread_id}")
