@@ -17,9 +17,11 @@ from grader.toolkit import forkserver
 
 CHECKS_DIR = REPO_ROOT / "grader" / "checks"
 
-# Installed pytest plugins the checks do not use; anyio's alone costs pytest a sixth of a second
-# to start (anyio is still imported, later, by Streamlit: in the background, for most chapters).
-_UNUSED_PLUGINS = ("-p", "no:anyio", "-p", "no:xdist", "-p", "no:xdist.looponfail")
+# The checks need no installed pytest plugin (the grader's own comes from grader/checks/
+# conftest.py), and the installed ones are slow to load: hypothesis', schemathesis' and Locust's
+# (dev and load-test tools) cost pytest 2.4 s at startup, anyio's a sixth of a second. So none
+# is loaded, whatever gets installed next.
+_NO_PLUGIN_AUTOLOAD = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 # `python -m pytest`, minus the interpreter's teardown of Streamlit, SQLAlchemy and the rest
 # (a sixth of a second): once pytest has returned, every report is written and every process it
@@ -65,7 +67,6 @@ def run_checks(
             "no:terminal",
             "-p",
             "no:cacheprovider",
-            *_UNUSED_PLUGINS,
             f"--rootdir={REPO_ROOT}",
             f"--target={target}",
             f"--db={db}",
@@ -75,7 +76,7 @@ def run_checks(
         ]
         if require_all:
             cmd.append("--require-all")
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **_NO_PLUGIN_AUTOLOAD}
         proc = _run_pytest(cmd, env, capture, db)
         try:
             report = json.loads(report_path.read_text(encoding="utf-8"))

@@ -115,17 +115,24 @@ def _prompt_and_echo_are_text(page: Page, frontend_url: str, host: str) -> str:
     return prompt
 
 
-@pytest.mark.browser
-@pytest.mark.xdist_group("browser")
-@pytest.mark.parametrize("chapter", [1, 2])
-def test_a_prompt_and_its_echo_show_as_typed(chapter: int) -> None:
+@contextmanager
+def chapter_in_a_browser(chapter: int) -> Iterator[tuple[ThreadingHTTPServer, Page, str, str]]:
+    """A canary server, the chapter's app (backend and page), and a browser tab for it."""
     with (
         canary() as server,
         run_app(chapter) as (_, frontend_url),
         launch_browser() as browser,
     ):
-        host = f"127.0.0.1:{server.server_address[1]}"
         page = browser.new_page(viewport={"width": 1100, "height": 900})
+        page.set_default_timeout(UI_TIMEOUT_MS)
+        yield server, page, frontend_url, f"127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.mark.browser
+@pytest.mark.xdist_group("browser")
+@pytest.mark.parametrize("chapter", [1, 2])
+def test_a_prompt_and_its_echo_show_as_typed(chapter: int) -> None:
+    with chapter_in_a_browser(chapter) as (server, page, frontend_url, host):
         _prompt_and_echo_are_text(page, frontend_url, host)
         page.wait_for_timeout(500)  # an image the page did request would have arrived by now
         assert server.paths == [], f"the page made the browser fetch {server.paths}"
@@ -139,14 +146,7 @@ def test_text_links_and_clearing_on_a_url_thread_page(chapter: int) -> None:
     sidebar, Clear history with feedback and a fresh conversation, and crafted links."""
     from playwright.sync_api import expect
 
-    with (
-        canary() as server,
-        run_app(chapter) as (_, frontend_url),
-        launch_browser() as browser,
-    ):
-        host = f"127.0.0.1:{server.server_address[1]}"
-        page = browser.new_page(viewport={"width": 1100, "height": 900})
-        page.set_default_timeout(UI_TIMEOUT_MS)
+    with chapter_in_a_browser(chapter) as (server, page, frontend_url, host):
         prompt = _prompt_and_echo_are_text(page, frontend_url, host)
 
         page.wait_for_url(THREAD_IN_URL)

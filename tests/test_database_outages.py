@@ -24,11 +24,15 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from grader.toolkit.procs import Backend
+
+if TYPE_CHECKING:
+    from grader.dbservers.server import Server
 
 SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
 CH3, CH4 = SOLUTIONS / "03-stateless-history", SOLUTIONS / "04-choosing-a-database"
@@ -43,6 +47,23 @@ def start_backend(chapter: Path, work: Path, url: str) -> Backend:
     )
     backend.start()
     return backend
+
+
+@contextmanager
+def on_a_server(kind: str, tmp_path: Path) -> Iterator[tuple[Server, str, Backend]]:
+    """A throwaway `kind` server, a fresh database on it, and chapter 4's backend on that."""
+    from grader.dbservers.start import start
+
+    server = start(kind)
+    backend = None
+    try:
+        url = server.create_database("outages")
+        backend = start_backend(CH4, tmp_path, url)
+        yield server, url, backend
+    finally:
+        if backend is not None:
+            backend.stop()
+        server.stop()
 
 
 def timed(http: httpx.Client, method: str, path: str, **kwargs: object) -> tuple[int, float, dict]:
@@ -91,60 +112,50 @@ def frozen(pid: int) -> Iterator[None]:
 def test_a_frozen_server_gives_503s_in_seconds_health_stays_instant_and_service_resumes(
     kind: str, tmp_path: Path
 ) -> None:
-    from grader.dbservers.start import start
-
-    server = start(kind)
-    backend = None
-    try:
-        url = server.create_database("deadline")
-        backend = start_backend(CH4, tmp_path, url)
-        with httpx.Client(base_url=backend.url, timeout=30) as http:
-            first = http.post("/chat", json={"prompt": "before the freeze"})
-            assert first.status_code == 200, first.text
-            thread = first.json()["thread_id"]
-            with frozen(server.pid), ThreadPoolExecutor(24) as pool:
-                calls = [
-                    pool.submit(timed, http, "GET", f"/history/{thread}") for _ in range(12)
-                ] + [
-                    pool.submit(
-                        timed,
-                        http,
-                        "POST",
-                        "/chat",
-                        json={"prompt": f"frozen {n}", "thread_id": thread},
-                    )
-                    for n in range(12)
-                ]
-                time.sleep(1.0)  # every worker thread is now waiting on the database
-                health = [timed(http, "GET", "/health") for _ in range(3)]
-                results = [call.result() for call in calls]
-            for status, seconds, _ in health:
-                assert status == 200 and seconds < HEALTH_SECONDS, (status, seconds)
-            for status, seconds, body in results:
-                assert status == 503, (status, seconds, body)
-                assert seconds < BOUND_SECONDS, f"a 503 after {seconds:.1f} s"
-                assert body["detail"] in {"the database is unavailable", "the database is busy"}
-            # Thawed: the backend serves again without a restart (within a few attempts), and
-            # no turn answered 503 was stored.
-            deadline = time.monotonic() + 15
-            while True:
-                status, _, _ = timed(
-                    http, "POST", "/chat", json={"prompt": "after", "thread_id": thread}
+    with (
+        on_a_server(kind, tmp_path) as (server, _, backend),
+        httpx.Client(base_url=backend.url, timeout=30) as http,
+    ):
+        first = http.post("/chat", json={"prompt": "before the freeze"})
+        assert first.status_code == 200, first.text
+        thread = first.json()["thread_id"]
+        with frozen(server.pid), ThreadPoolExecutor(24) as pool:
+            calls = [pool.submit(timed, http, "GET", f"/history/{thread}") for _ in range(12)] + [
+                pool.submit(
+                    timed,
+                    http,
+                    "POST",
+                    "/chat",
+                    json={"prompt": f"frozen {n}", "thread_id": thread},
                 )
-                if status == 200 or time.monotonic() > deadline:
-                    break
-                time.sleep(0.5)
-            assert status == 200, "the backend did not recover by itself"
-            texts = [
-                m["parts"][0].get("text")
-                for m in http.get(f"/history/{thread}").json()["messages"]
-                if m["role"] == "user"
+                for n in range(12)
             ]
-            assert texts == ["before the freeze", "after"], texts
-    finally:
-        if backend is not None:
-            backend.stop()
-        server.stop()
+            time.sleep(1.0)  # every worker thread is now waiting on the database
+            health = [timed(http, "GET", "/health") for _ in range(3)]
+            results = [call.result() for call in calls]
+        for status, seconds, _ in health:
+            assert status == 200 and seconds < HEALTH_SECONDS, (status, seconds)
+        for status, seconds, body in results:
+            assert status == 503, (status, seconds, body)
+            assert seconds < BOUND_SECONDS, f"a 503 after {seconds:.1f} s"
+            assert body["detail"] in {"the database is unavailable", "the database is busy"}
+        # Thawed: the backend serves again without a restart (within a few attempts), and
+        # no turn answered 503 was stored.
+        deadline = time.monotonic() + 15
+        while True:
+            status, _, _ = timed(
+                http, "POST", "/chat", json={"prompt": "after", "thread_id": thread}
+            )
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert status == 200, "the backend did not recover by itself"
+        texts = [
+            m["parts"][0].get("text")
+            for m in http.get(f"/history/{thread}").json()["messages"]
+            if m["role"] == "user"
+        ]
+        assert texts == ["before the freeze", "after"], texts
 
 
 @contextmanager
@@ -223,28 +234,20 @@ def test_a_table_dropped_on_a_server_is_a_503_in_words_that_heals(
     from sqlalchemy import create_engine, make_url, text
     from sqlalchemy.pool import NullPool
 
-    from grader.dbservers.start import start
-
-    server = start(kind)
-    backend = None
-    try:
-        url = server.create_database("dropped")
-        backend = start_backend(CH4, tmp_path, url)
-        with httpx.Client(base_url=backend.url, timeout=30) as http:
-            assert http.post("/chat", json={"prompt": "hello"}).status_code == 200
-            engine = create_engine(url, poolclass=NullPool)
-            with engine.begin() as conn:
-                conn.execute(text("DROP TABLE messages"))
-            engine.dispose()
-            response = http.get(f"/history/{uuid.uuid4()}")
-            assert response.status_code == 503, response.text
-            assert response.headers.get("retry-after", "").isdigit(), response.headers
-            assert "messages table" in response.json()["detail"], response.text
-            parsed = make_url(url)
-            for leak in (str(parsed.port), parsed.host, parsed.username, "psycopg", "pymysql"):
-                assert str(leak) not in response.text, (leak, response.text)
-            assert http.post("/chat", json={"prompt": "again"}).status_code == 200
-    finally:
-        if backend is not None:
-            backend.stop()
-        server.stop()
+    with (
+        on_a_server(kind, tmp_path) as (_, url, backend),
+        httpx.Client(base_url=backend.url, timeout=30) as http,
+    ):
+        assert http.post("/chat", json={"prompt": "hello"}).status_code == 200
+        engine = create_engine(url, poolclass=NullPool)
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE messages"))
+        engine.dispose()
+        response = http.get(f"/history/{uuid.uuid4()}")
+        assert response.status_code == 503, response.text
+        assert response.headers.get("retry-after", "").isdigit(), response.headers
+        assert "messages table" in response.json()["detail"], response.text
+        parsed = make_url(url)
+        for leak in (str(parsed.port), parsed.host, parsed.username, "psycopg", "pymysql"):
+            assert str(leak) not in response.text, (leak, response.text)
+        assert http.post("/chat", json={"prompt": "again"}).status_code == 200

@@ -7,12 +7,16 @@ from pathlib import Path
 from grader.toolkit.chat import Http
 from grader.toolkit.expect import expect
 from grader.toolkit.milestone import milestone
+from grader.toolkit.preload import in_background
 from grader.toolkit.procs import Backend
 
 # The page checks import grader.toolkit.page (and so Streamlit, a second of imports) when they
 # run, while the plugin warms it up in the background: the backend checks do not wait for it.
 DICE = "roll 2d6+1"
 LORE = "tell me about the dragon"
+
+# The page checks need Streamlit (a second to import): import it while the backend checks run.
+in_background("grader.toolkit.page")
 
 
 def reply_to(api: Http, prompt: str) -> str:

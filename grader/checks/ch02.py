@@ -11,12 +11,16 @@ from grader.toolkit.chat import ChatApi, Message, text_of, user_message
 from grader.toolkit.expect import expect, fail, shorten
 from grader.toolkit.explain import explain_history, kinds, listing
 from grader.toolkit.milestone import milestone
+from grader.toolkit.preload import in_background
 from grader.toolkit.procs import Backend
 
 # The page checks import grader.toolkit.page (and so Streamlit, a second of imports) when they
 # run, while the plugin warms it up in the background: the backend checks do not wait for it.
 DICE = "roll 2d6+1"
 DICE_TURN = ["model: function_call", "tool: function_response", "model: text"]
+
+# The page checks need Streamlit (a second to import): import it while the backend checks run.
+in_background("grader.toolkit.page")
 
 
 def tag() -> str:

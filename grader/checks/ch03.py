@@ -19,16 +19,17 @@ from grader.toolkit.dbview import DbView, explain_rows
 from grader.toolkit.expect import expect, fail, shorten
 from grader.toolkit.explain import explain_history, listing
 from grader.toolkit.milestone import milestone
+from grader.toolkit.preload import in_background
 from grader.toolkit.procs import Backend
 
 if TYPE_CHECKING:
     from grader.toolkit.page import Page
 
-# The page checks import grader.toolkit.page (and so Streamlit, a second of startup) only when
-# they run: a learner still working on the backend does not pay for it on every `grader check 3`.
-
 TOOL = "roll_dice"
 TOGGLE = "show_tool_telemetry"
+
+# The page checks need Streamlit (a second to import): import it while the backend checks run.
+in_background("grader.toolkit.page")
 
 
 def db_of(backend: Backend) -> DbView:

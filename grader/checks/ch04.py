@@ -29,10 +29,14 @@ from grader.toolkit.expect import expect, fail, shorten
 from grader.toolkit.explain import explain_history
 from grader.toolkit.milestone import milestone
 from grader.toolkit.opens import OpenCounter
+from grader.toolkit.preload import in_background
 from grader.toolkit.procs import Backend
 
 LABELS = {"sqlite": "SQLite", "postgres": "Postgres", "mysql": "MySQL/MariaDB"}
 FIRST_PROMPT = "Hello, game master! I am Ysolde of Saltmere 🐉 — «first» message."
+
+# The page checks need Streamlit (a second to import): import it while the backend checks run.
+in_background("grader.toolkit.page")
 
 
 @dataclass(frozen=True)
