@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/grader_speed.py 1 3      # chapters 1 and 3
     .venv/bin/python benchmarks/grader_speed.py -n 5     # 5 repetitions instead of 3
     .venv/bin/python benchmarks/grader_speed.py --compare  # also without the fork server
+    .venv/bin/python benchmarks/grader_speed.py --watch    # also `grader watch`'s re-check
 
 Absolute seconds say more about the machine than about the grader, so the same run also
 measures a baseline: `python -c "import fastapi, streamlit"` plus a bare `uvicorn` start of
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -28,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 import urllib.error
@@ -121,6 +124,54 @@ def uvicorn_to_health(app_dir: Path, timeout: float = 60) -> float:
                 proc.wait()
 
 
+def watch_rechecks(number: int, solution: Path, repeats: int, tmp: Path) -> list[float]:
+    """Seconds from a save to the end of `grader watch`'s re-check, on a copy of a solution.
+
+    Each save comes a few seconds after the previous re-check, as a learner's would: the time
+    `grader watch` has to get the next run ready.
+    """
+    copy = shutil.copytree(solution, tmp / f"watch-{number}")
+    cmd = [sys.executable, "-m", "grader", "watch", str(number), "--target", str(copy)]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(x.decode()) for x in proc.stdout])
+    reader.daemon = True
+    reader.start()
+
+    def until_summary(timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while "milestones pass" not in lines.get(timeout=max(deadline - time.monotonic(), 0.1)):
+            pass
+
+    samples = []
+    try:
+        until_summary()
+        for n in range(repeats):
+            time.sleep(3)
+            main_py = copy / "backend" / "main.py"
+            main_py.write_text(main_py.read_text() + f"\n# save {n}\n")
+            start = time.perf_counter()
+            until_summary()
+            samples.append(time.perf_counter() - start)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return samples
+
+
 def summary(samples: list[float]) -> tuple[float, float]:
     return min(samples), statistics.median(samples)
 
@@ -131,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", "--repeat", type=int, default=3, help="repetitions (default 3)")
     parser.add_argument(
         "--compare", action="store_true", help="also run every check without the fork server"
+    )
+    parser.add_argument(
+        "--watch", action="store_true", help="also time `grader watch`'s re-check after a save"
     )
     args = parser.parse_args(argv)
 
@@ -175,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
                 starter_runs.append(until_first_failure(cmd))
             imports.append(timed([sys.executable, "-c", "import fastapi, streamlit"])[0])
             starts.append(uvicorn_to_health(ROOT / "solutions" / known[1]))
+        watches = {
+            number: watch_rechecks(
+                number, ROOT / "solutions" / known[number], args.repeat, Path(tmp)
+            )
+            for number in (chosen if args.watch else [])
+        }
     baseline = statistics.median(imports) + statistics.median(starts)
 
     rows: list[tuple[str, float, float, str, str]] = []
@@ -196,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         ):
             fastest, median = summary(samples)
             rows.append((label, fastest, median, f"{median / baseline:.2f}×", note))
+
+    for number, samples in watches.items():
+        fastest, median = summary(samples)
+        label = f"grader watch {number}: save → re-checked"
+        rows.append((label, fastest, median, f"{median / baseline:.2f}×", ""))
 
     width = max(len(r[0]) for r in rows)
     print(f"{'what':<{width}}  {'min s':>7}  {'median s':>8}  {'× baseline':>10}  result")

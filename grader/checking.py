@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -17,11 +18,14 @@ from grader.toolkit import forkserver
 
 CHECKS_DIR = REPO_ROOT / "grader" / "checks"
 
+
 # The checks need no installed pytest plugin (the grader's own comes from grader/checks/
 # conftest.py), and the installed ones are slow to load: hypothesis', schemathesis' and Locust's
 # (dev and load-test tools) cost pytest 2.4 s at startup, anyio's a sixth of a second. So none
 # is loaded, whatever gets installed next.
-_NO_PLUGIN_AUTOLOAD = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+
 
 # `python -m pytest`, minus the interpreter's teardown of Streamlit, SQLAlchemy and the rest
 # (a sixth of a second): once pytest has returned, every report is written and every process it
@@ -32,6 +36,16 @@ _PYTEST_MAIN = (
     "sys.stdout.flush()\n"
     "sys.stderr.flush()\n"
     "os._exit(code)\n"
+)
+# The same, for a run prepared ahead (`PreparedRun`): import what the run will need, wait for
+# "go" on stdin (an end of stdin instead means the run is not needed), then run.
+_PREPARED_PYTEST_MAIN = (
+    "import importlib, os, sys, pytest\n"
+    "import grader.plugin\n"
+    "for name in os.environ.get('GRADER_WARM_IMPORTS', '').split():\n"
+    "    importlib.import_module(name)\n"
+    "if sys.stdin.readline() != 'go\\n':\n"
+    "    os._exit(0)\n" + _PYTEST_MAIN.split("\n", 1)[1]
 )
 
 
@@ -46,6 +60,38 @@ def check_module(chapter: Chapter) -> Path:
     return CHECKS_DIR / f"ch{chapter.number:02d}.py"
 
 
+def _pytest_args(
+    chapter: Chapter,
+    target: Path,
+    db: str,
+    report_path: Path,
+    workdir: Path,
+    require_all: bool = False,
+    extra: list[str] | None = None,
+) -> list[str]:
+    args = [
+        str(check_module(chapter)),
+        "-p",
+        "no:terminal",
+        "-p",
+        "no:cacheprovider",
+        f"--rootdir={REPO_ROOT}",
+        f"--target={target}",
+        f"--db={db}",
+        f"--grader-json={report_path}",
+        f"--basetemp={workdir}",
+        *(extra or []),
+    ]
+    return [*args, "--require-all"] if require_all else args
+
+
+def _read_report(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
 def run_checks(
     chapter: Chapter,
     target: Path,
@@ -58,32 +104,74 @@ def run_checks(
     """`capture=False` streams the report to the terminal as it is printed."""
     with tempfile.TemporaryDirectory(prefix="grader-") as tmp:
         report_path = json_path or Path(tmp) / "report.json"
-        cmd = [
-            sys.executable,
-            "-c",
-            _PYTEST_MAIN,
-            str(check_module(chapter)),
-            "-p",
-            "no:terminal",
-            "-p",
-            "no:cacheprovider",
-            f"--rootdir={REPO_ROOT}",
-            f"--target={target}",
-            f"--db={db}",
-            f"--grader-json={report_path}",
-            f"--basetemp={Path(tmp) / 'work'}",
-            *(extra or []),
-        ]
-        if require_all:
-            cmd.append("--require-all")
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **_NO_PLUGIN_AUTOLOAD}
-        proc = _run_pytest(cmd, env, capture, db)
-        try:
-            report = json.loads(report_path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
-            report = None
+        args = _pytest_args(
+            chapter, target, db, report_path, Path(tmp) / "work", require_all, extra
+        )
+        cmd = [sys.executable, "-c", _PYTEST_MAIN, *args]
+        proc = _run_pytest(cmd, _env(), capture, db)
         output = (proc.stdout or "") + (proc.stderr or "") if capture else ""
-        return CheckRun(proc.returncode, output, report)
+        return CheckRun(proc.returncode, output, _read_report(report_path))
+
+
+class PreparedRun:
+    """A check run started ahead of time, for `grader watch`: the next run, waiting for a save.
+
+    Its pytest process imports what every run needs (pytest, the grader's plugin, the chapter's
+    check module and what it preloads, Streamlit's testing API among them) and its fork server
+    preloads the backends' libraries, then both wait. `run()` lets it go, so a re-check after a
+    save starts where a cold one would be a second in. Nothing of the learner's code is loaded
+    ahead: the backends import it when they start, after the save.
+    """
+
+    def __init__(self, chapter: Chapter, target: Path, db: str = "sqlite") -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="grader-")
+        self._report = Path(self._tmp.name) / "report.json"
+        args = _pytest_args(chapter, target, db, self._report, Path(self._tmp.name) / "work")
+        module = f"grader.checks.{check_module(chapter).stem}"
+        self._server = forkserver.start_detached(also=forkserver.drivers_for(db))
+        env = {**_env(), "GRADER_WARM_IMPORTS": module}
+        if self._server is not None:
+            env = {**env, **self._server.env()}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _PREPARED_PYTEST_MAIN, *args],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            text=True,
+            pass_fds=(self._server.fd,) if self._server is not None else (),
+        )
+        if self._server is not None:
+            self._server.release()
+
+    def run(self) -> CheckRun:
+        """Let the prepared run go; its report streams to the terminal."""
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write("go\n")
+            self._proc.stdin.close()
+            returncode = self._proc.wait()
+        except BaseException:  # Ctrl-C: stop it, as subprocess.run does
+            self._proc.kill()
+            raise
+        finally:
+            report = _read_report(self._report)
+            self.discard()
+        return CheckRun(returncode, "", report)
+
+    def discard(self) -> None:
+        """Stop a run that will not be needed (end of stdin: it exits without running)."""
+        if self._proc.stdin is not None and not self._proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self._tmp.cleanup()
 
 
 def _run_pytest(

@@ -1,4 +1,4 @@
-"""The load part of the toolkit (grader/toolkit/load.py): real load runs, then the audit's verdicts.
+"""The load part of the toolkit (grader/toolkit/load.py, audit.py): real load runs, then the audit's verdicts.
 
 The runs drive the chapter 4 solution (SQLite) with the Locust generator in its own process:
 own threads leave nothing wrong; several users on one thread through two instances get stale
@@ -20,19 +20,10 @@ from pathlib import Path
 import pytest
 
 from grader.toolkit import load, locustfile
+from grader.toolkit.audit import Audit, api_history, audit, db_history, report
 from grader.toolkit.chat import COUNT_QUESTION
 from grader.toolkit.dbview import DbView
-from grader.toolkit.load import (
-    Audit,
-    LoadPlan,
-    LoadResult,
-    Request,
-    api_history,
-    audit,
-    db_history,
-    report,
-    run_load,
-)
+from grader.toolkit.load import LoadPlan, LoadResult, Request, run_load
 from grader.toolkit.procs import Backend, free_port, start_all, stop_all
 
 CHAPTER_4 = Path(__file__).resolve().parents[1] / "solutions" / "04-choosing-a-database"

@@ -8,7 +8,7 @@
   `expect_remembers` (the assistant's answers prove the turn loaded the whole thread);
 - `dbview`: `DbView`, the one reader (and writer) of the `messages` table on all three databases;
 - `opens`: how many connections open a SQLite file (its only view of connections);
-- `load`: a load run (Locust, in its own process) and the audit of every thread it wrote;
+- `load`: a load run (Locust, in its own process); `audit`: every thread it wrote, checked;
 - `page`: `Page`, the one reader of a Streamlit page;
 - `procs`: backends as real processes, free ports, stopping by process group;
 - `causes`: what a backend's log says went wrong;

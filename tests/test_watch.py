@@ -1,0 +1,93 @@
+"""`grader watch`: a save re-checks the chapter from a run prepared in advance, and nothing the
+watch started outlives it.
+
+The prepared run (`grader.checking.PreparedRun`) is a pytest process that has imported what a run
+needs and waits, with a fork server of its own; a save lets it go. The learner's code is loaded
+only by the backends, after the save: a change must show in the very next report.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from procwatch import gone_soon
+
+from grader import REPO_ROOT
+from grader.checking import PreparedRun
+from grader.manifest import load
+
+SOLUTION_1 = REPO_ROOT / "solutions" / "01-baseline"
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(stat[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def test_a_discarded_prepared_run_leaves_no_process(tmp_path: Path) -> None:
+    prepared = PreparedRun(load().chapter(1), SOLUTION_1)
+    pids = _children(os.getpid())
+    assert pids, "the prepared run started no process"
+    prepared.discard()
+    assert all(gone_soon(pid) for pid in pids), f"still running after discard: {pids}"
+
+
+def test_a_save_rechecks_the_changed_code_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    copy = shutil.copytree(SOLUTION_1, tmp_path / "01-baseline")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "grader", "watch", "1", "--target", str(copy)],
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(
+        target=lambda: [lines.put(x.decode()) for x in proc.stdout], daemon=True
+    ).start()
+    seen: list[str] = []
+
+    def until(text: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0.1))
+            seen.append(line)
+            if text in line:
+                return
+
+    try:
+        until("milestones pass")  # the first run, cold
+        time.sleep(2)  # the learner edits; the next run gets ready
+        main_py = copy / "backend" / "main.py"
+        main_py.write_text(
+            main_py.read_text().replace('return {"ping": "pong"}', 'return {"ping": "pang"}')
+        )
+        until("changed: main.py")
+        until("milestones pass")  # the re-check, from the prepared run
+        report = "".join(seen[-30:])
+        assert "✗ 1.4" in report, report  # the change is what the re-check saw
+    finally:
+        descendants = _children(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode is not None
+    assert all(gone_soon(pid) for pid in descendants), f"left running after Ctrl-C: {descendants}"
