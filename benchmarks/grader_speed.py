@@ -11,8 +11,9 @@ measures a baseline: `python -c "import fastapi, streamlit"` plus a bare `uvicor
 chapter 1's solution until it answers /health, sampled 3 times before the checks and once more
 after each round of them, so that a load that comes and goes weighs on both sides of a ratio.
 Each chapter's median is printed as a multiple of that baseline. So is the time a learner
-waits for the first failure of chapter 1's starter (`grader check 1` on a copy of
-chapters/01-baseline: until its first `✗` line is printed). `--compare` adds the same checks
+waits for the first failure of each chapter's starter (`grader check N` on a copy of
+chapters/NN-slug: until its first `✗` line is printed). `--watch` adds the time from a save to
+the end of `grader watch N`'s re-check. `--compare` adds the same checks
 with `GRADER_FORKSERVER=0` (every backend a `python -m uvicorn` subprocess). The load average
 before and after is printed: other jobs on the same cores skew every number. Nothing is
 asserted: this is a measurement, not a test.
@@ -206,17 +207,19 @@ def main(argv: list[str] | None = None) -> int:
         for number in chosen
         for suffix, env in variants
     ]
-    starter = ROOT / "chapters" / known[1]
+    starters = {
+        n: ROOT / "chapters" / known[n] for n in chosen if (ROOT / "chapters" / known[n]).is_dir()
+    }
 
     # Round-robin: each round takes one sample of the baseline and of every check, so that a
     # load that comes and goes during the run weighs on both sides of each ratio alike.
     imports: list[float] = []
     starts: list[float] = []
     runs: dict[str, list[tuple[float, int]]] = {label: [] for label, _, _ in checks}
-    starter_runs: list[tuple[float, float]] = []
+    starter_runs: dict[int, list[tuple[float, float]]] = {n: [] for n in starters}
     with tempfile.TemporaryDirectory(prefix="grader-speed-") as tmp:
-        # A copy of the starter, so that checking it records no progress in .grader/.
-        copy = shutil.copytree(starter, Path(tmp) / starter.name) if starter.is_dir() else None
+        # Copies of the starters, so that checking them records no progress in .grader/.
+        copies = {n: shutil.copytree(path, Path(tmp) / path.name) for n, path in starters.items()}
         for _ in range(max(args.repeat, 3)):
             imports.append(timed([sys.executable, "-c", "import fastapi, streamlit"])[0])
             starts.append(uvicorn_to_health(ROOT / "solutions" / known[1]))
@@ -224,9 +227,9 @@ def main(argv: list[str] | None = None) -> int:
             for label, number, env in checks:
                 cmd = [sys.executable, "-m", "grader", "check", str(number), "--solution"]
                 runs[label].append(timed(cmd, env))
-            if copy is not None:
-                cmd = [sys.executable, "-m", "grader", "check", "1", "--target", str(copy)]
-                starter_runs.append(until_first_failure(cmd))
+            for number, copy in copies.items():
+                cmd = [sys.executable, "-m", "grader", "check", str(number), "--target", str(copy)]
+                starter_runs[number].append(until_first_failure(cmd))
             imports.append(timed([sys.executable, "-c", "import fastapi, streamlit"])[0])
             starts.append(uvicorn_to_health(ROOT / "solutions" / known[1]))
         watches = {
@@ -246,13 +249,13 @@ def main(argv: list[str] | None = None) -> int:
         codes = {code for _, code in runs[label]}
         status = "pass" if codes == {0} else f"exit {sorted(codes)}"
         rows.append((label, fastest, median, f"{median / baseline:.2f}×", status))
-    if starter_runs:
-        firsts = [first for first, _ in starter_runs]
-        ends = [end for _, end in starter_runs]
+    for number, runs_of_starter in starter_runs.items():
+        firsts = [first for first, _ in runs_of_starter]
+        ends = [end for _, end in runs_of_starter]
         status = "✗ shown" if all(f != float("inf") for f in firsts) else "no ✗ printed"
         for label, samples, note in (
-            ("starter 1: first ✗ shown", firsts, status),
-            ("starter 1: whole run", ends, ""),
+            (f"starter {number}: first ✗ shown", firsts, status),
+            (f"starter {number}: whole run", ends, ""),
         ):
             fastest, median = summary(samples)
             rows.append((label, fastest, median, f"{median / baseline:.2f}×", note))

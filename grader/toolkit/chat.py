@@ -13,6 +13,7 @@ offline assistant answers from the history it is given, `ask_first_message` and 
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -77,35 +78,43 @@ class Http:
         self.backend = backend
         self.timeout = timeout
         self._client = self._new_client()
+        self._retired: list[httpx.Client] = []
+        self._swap = threading.Lock()
         # Where the backend's log stood when the last request went out: its 5xx cause is after.
         self._log_mark = 0
 
     def _new_client(self) -> httpx.Client:
         return httpx.Client(base_url=self.backend.url, timeout=self.timeout)
 
-    def _start_over(self) -> None:
-        self._client.close()
-        self._client = self._new_client()
+    def _start_over(self, client: httpx.Client) -> None:
+        """Later requests get fresh connections. Closing `client` now would break the requests
+        other threads of a concurrent check still have in flight on it (a ReadError that hides
+        the real answer): it is retired, and closed at the end with the rest."""
+        with self._swap:
+            if self._client is client:
+                self._retired.append(client)
+                self._client = self._new_client()
 
     def request(
         self, method: str, path: str, expect_status: int | None = 200, **kw: Any
     ) -> httpx.Response:
         what = f"{method} {path}"
         self._log_mark = self.backend.log_offset_now()
+        client = self._client
         try:
-            response = self._client.request(method, path, **kw)
+            response = client.request(method, path, **kw)
         except httpx.TimeoutException:
             steps.record(f"{what}{_sent(kw)} → no answer within {self.timeout:.0f} s")
-            self._start_over()
+            self._start_over(client)
             fail(f"{what} got no answer within {self.timeout:.0f} s")
         except httpx.TransportError as exc:
             steps.record(f"{what}{_sent(kw)} → {type(exc).__name__}")
-            self._start_over()
+            self._start_over(client)
             alive = "" if self.backend.alive else " (its process has exited)"
             fail(f"{what} could not reach the backend ({type(exc).__name__}){alive}")
         steps.record(f"{what}{_sent(kw)} → {response.status_code}")
         if response.status_code >= 500:
-            self._start_over()
+            self._start_over(client)
         if expect_status is not None and response.status_code != expect_status:
             self.unexpected(response, expect_status)
         return response
@@ -158,7 +167,9 @@ class Http:
         return self.request("DELETE", path, expect_status, **kw)
 
     def close(self) -> None:
-        self._client.close()
+        for client in [*self._retired, self._client]:
+            client.close()
+        self._retired.clear()
 
     def __enter__(self) -> Http:
         return self
