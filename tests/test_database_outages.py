@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from procwatch import descendants
 
 from grader.toolkit.procs import Backend
 
@@ -73,24 +74,6 @@ def timed(http: httpx.Client, method: str, path: str, **kwargs: object) -> tuple
     except httpx.TimeoutException:
         return 0, time.monotonic() - start, {}
     return response.status_code, time.monotonic() - start, response.json()
-
-
-def descendants(pid: int) -> list[int]:
-    """`pid` and every process below it (a Postgres server is a postmaster and its children)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(children.get(current, []))
-    return found
 
 
 @contextmanager

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from procwatch import gone_soon
+from procwatch import children, gone_soon
 
 from grader import REPO_ROOT
 from grader.checking import PreparedRun
@@ -27,23 +27,10 @@ from grader.manifest import load
 SOLUTION_1 = REPO_ROOT / "solutions" / "01-baseline"
 
 
-def _children(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(stat[1]) == pid:
-                found.add(int(entry.name))
-    return found
-
-
 def test_a_discarded_prepared_run_leaves_no_process(tmp_path: Path) -> None:
-    before = _children(os.getpid())  # an xdist worker may have other children (servers)
+    before = children(os.getpid())  # an xdist worker may have other children (servers)
     prepared = PreparedRun(load().chapter(1), SOLUTION_1)
-    pids = _children(os.getpid()) - before
+    pids = children(os.getpid()) - before
     assert pids, "the prepared run started no process"
     prepared.discard()
     assert all(gone_soon(pid) for pid in pids), f"still running after discard: {pids}"
@@ -87,7 +74,7 @@ def test_a_save_rechecks_the_changed_code_and_ctrl_c_stops_everything(tmp_path: 
         report = "".join(seen[-30:])
         assert "✗ 1.4" in report, report  # the change is what the re-check saw
     finally:
-        descendants = _children(proc.pid)
+        descendants = children(proc.pid)
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=30)
     assert proc.returncode is not None
