@@ -334,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--solution", action="store_true")
     where.add_argument("--target")
     p.add_argument("--workers", type=int, default=None)
+    p.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="start this many backends behind nginx, which listens on --backend-port",
+    )
     p.add_argument("--db", default="sqlite", choices=DATABASE_KINDS)
     p.add_argument("--backend-port", type=int, default=8000)
     p.add_argument("--frontend-port", type=int, default=8501)

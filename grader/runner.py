@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from grader.manifest import Chapter
-from grader.toolkit.procs import stop_pid
+from grader.toolkit.balancer import HOW_TO_GET, Balancer, BalancerUnavailable, nginx_binary
+from grader.toolkit.procs import free_port, stop_pid
 
 
 def _port_free(port: int) -> bool:
@@ -65,6 +68,10 @@ def describe_database(url: str, cwd: Path) -> str:
 
 
 def run_app(chapter: Chapter, target: Path, args: argparse.Namespace) -> int:
+    instances = getattr(args, "instances", 1)
+    if instances < 1:
+        print("grader: --instances must be 1 or more")
+        return 2
     for port, flag in (
         (args.backend_port, "--backend-port"),
         (args.frontend_port, "--frontend-port"),
@@ -72,6 +79,14 @@ def run_app(chapter: Chapter, target: Path, args: argparse.Namespace) -> int:
         if not _port_free(port):
             print(f"grader: port {port} is already in use; stop what uses it or pass {flag} N")
             return 2
+    if instances > 1 and nginx_binary() is None:
+        print(f"grader: --instances {instances}: {HOW_TO_GET}")
+        return 2
+    # With several instances the page talks to nginx, on --backend-port; the instances listen
+    # on free ports behind it.
+    backend_ports = (
+        [args.backend_port] if instances == 1 else [free_port() for _ in range(instances)]
+    )
     backend_url = f"http://127.0.0.1:{args.backend_port}"
     url = database_url(args.db, target)
     env = {
@@ -80,41 +95,80 @@ def run_app(chapter: Chapter, target: Path, args: argparse.Namespace) -> int:
         "BACKEND_URL": backend_url,
         "PYTHONUNBUFFERED": "1",
     }
-    backend_cmd = [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", "127.0.0.1"]
-    backend_cmd += ["--port", str(args.backend_port)]
-    if args.workers:
-        backend_cmd += ["--workers", str(args.workers)]
     frontend_cmd = [sys.executable, "-m", "streamlit", "run", "frontend/app.py"]
     frontend_cmd += ["--server.port", str(args.frontend_port), "--server.address", "127.0.0.1"]
     frontend_cmd += ["--server.headless", "true", "--browser.gatherUsageStats", "false"]
     # `kill PID` (SIGTERM) must stop both children too, not leave them orphaned.
     signal.signal(signal.SIGTERM, _interrupt)
     print(f"Starting chapter {chapter.number} ({chapter.title}) from {target}")
-    procs: list[subprocess.Popen] = []
+    backends: list[subprocess.Popen] = []
+    others: list[subprocess.Popen] = []
+    balancer: Balancer | None = None
     try:
-        backend = subprocess.Popen(backend_cmd, cwd=target, env=env, start_new_session=True)
-        procs.append(backend)
-        if not _wait_health(backend_url, backend):
-            print("\ngrader: the backend did not come up; its error is printed above.")
-            return 1
+        for port in backend_ports:
+            cmd = [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", "127.0.0.1"]
+            cmd += ["--port", str(port)]
+            if args.workers:
+                cmd += ["--workers", str(args.workers)]
+            backends.append(subprocess.Popen(cmd, cwd=target, env=env, start_new_session=True))
+        for port, backend in zip(backend_ports, backends, strict=True):
+            if not _wait_health(f"http://127.0.0.1:{port}", backend):
+                print("\ngrader: the backend did not come up; its error is printed above.")
+                return 1
+        lines = [f"  backend:  {backend_url}  (API docs: {backend_url}/docs)"]
+        if instances > 1:
+            folder = Path(tempfile.mkdtemp(prefix="grader-nginx-"))
+            balancer = Balancer(backend_ports, folder, "grader run", args.backend_port).start()
+            lines = [
+                f"  nginx:    {backend_url}  (round robin over {instances} instances)",
+                *(
+                    f"  instance {n}: http://127.0.0.1:{port}  (PID {b.pid})"
+                    for n, (port, b) in enumerate(zip(backend_ports, backends, strict=True), 1)
+                ),
+            ]
         frontend = subprocess.Popen(frontend_cmd, cwd=target, env=env, start_new_session=True)
-        procs.append(frontend)
+        others.append(frontend)
         print(
-            f"\n  backend:  {backend_url}  (API docs: {backend_url}/docs)\n"
-            f"  frontend: http://127.0.0.1:{args.frontend_port}\n"
+            "\n" + "\n".join(lines) + f"\n  frontend: http://127.0.0.1:{args.frontend_port}\n"
             f"  database: {describe_database(url, target)}\n\n"
             f"Open the frontend and chat. Next: edit chapters/{chapter.slug}, then run "
             f"`grader check {chapter.number}` (in another terminal, after `source .venv/bin/activate`). "
-            "Ctrl-C stops both.\n",
+            "Ctrl-C stops everything.\n",
             flush=True,
         )
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
-        print("grader: a process stopped; stopping the other.")
+        return _supervise(backends, frontend, backend_ports, balancer)
+    except BalancerUnavailable as exc:
+        print(f"grader: {exc}")
         return 1
     except KeyboardInterrupt:
         print("\nStopping…")
         return 0
     finally:
-        for p in procs:
+        if balancer is not None:
+            balancer.stop()
+            shutil.rmtree(balancer.folder, ignore_errors=True)
+        for p in [*others, *backends]:
             stop_pid(p)
+
+
+def _supervise(
+    backends: list[subprocess.Popen],
+    frontend: subprocess.Popen,
+    ports: list[int],
+    balancer: Balancer | None,
+) -> int:
+    """Wait until the page stops, or every backend has (one of several may stop: nginx routes
+    around it, which is the point of running several)."""
+    reported: set[int] = set()
+    while frontend.poll() is None:
+        for port, backend in zip(ports, backends, strict=True):
+            if backend.poll() is not None and port not in reported:
+                reported.add(port)
+                if balancer is not None and len(reported) < len(backends):
+                    print(f"grader: the instance on port {port} stopped; nginx routes around it.")
+        if len(reported) == len(backends):
+            print("grader: the backend stopped; stopping the page.")
+            return 1
+        time.sleep(0.5)
+    print("grader: the page stopped; stopping the backend.")
+    return 1

@@ -222,3 +222,14 @@ def caught(chapter: int, slug: str, mutant: Mutant, tmp_path: Path, db: str = "s
     graded = grade(chapter, mutant.build(slug, tmp_path), tmp_path, db)
     assert_caught(graded, chapter, mutant)
     return graded
+
+
+def runs(mutants: dict[str, Mutant], pairs: Iterable[tuple[str, Any]]) -> list[Any]:
+    """`pytest.param(mutant, db)` for each (mutant name, database) pair, with the database's
+    marks (a `pytest.param("postgres", marks=...)` keeps its marks), ids `name-db`."""
+    params = []
+    for name, db in pairs:
+        value = db.values[0] if hasattr(db, "values") else db
+        marks = getattr(db, "marks", ())
+        params.append(pytest.param(mutants[name], value, id=f"{name}-{value}", marks=marks))
+    return params

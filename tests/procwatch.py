@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
+
+from grader.toolkit.procs import children, children_by_parent, descendants
+
+__all__ = ["children", "children_by_parent", "descendants", "gone", "gone_soon"]
 
 
 def gone(pid: int, group: bool = False) -> bool:
@@ -22,32 +25,3 @@ def gone_soon(pid: int, group: bool = False, seconds: float = 10) -> bool:
     while not gone(pid, group) and time.monotonic() < deadline:
         time.sleep(0.05)
     return gone(pid, group)
-
-
-def children_by_parent() -> dict[int, list[int]]:
-    """Every running process's children, from /proc (parent PID → child PIDs)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    return children
-
-
-def children(pid: int) -> set[int]:
-    """The processes whose parent is `pid`."""
-    return set(children_by_parent().get(pid, []))
-
-
-def descendants(pid: int) -> list[int]:
-    """`pid` and every process below it."""
-    tree = children_by_parent()
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(tree.get(current, []))
-    return found

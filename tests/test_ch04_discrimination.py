@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mutants import SOLUTIONS, Edit, Mutant, Overlay, caught, derive, grade
+from mutants import SOLUTIONS, Edit, Mutant, Overlay, caught, derive, grade, runs
 
 CHAPTER, SLUG = 4, "04-choosing-a-database"
 DB, STORE, TABLES = "backend/db.py", "backend/store.py", "backend/tables.py"
@@ -128,13 +128,7 @@ RUNS = [
 ]
 
 
-def _param(name: str, db: object) -> object:
-    value = db.values[0] if hasattr(db, "values") else db
-    marks = getattr(db, "marks", ())
-    return pytest.param(MUTANTS[name], value, id=f"{name}-{value}", marks=marks)
-
-
-@pytest.mark.parametrize(("mutant", "db"), [_param(n, d) for n, d in RUNS])
+@pytest.mark.parametrize(("mutant", "db"), runs(MUTANTS, RUNS))
 def test_the_fault_fails_its_milestone(mutant: Mutant, db: str, tmp_path: Path) -> None:
     graded = caught(CHAPTER, SLUG, mutant, tmp_path, db)
     if mutant.fails == "4.3":  # the failure points at the TODO where the engine must come from

@@ -15,22 +15,19 @@ or driver text) that heals: the backend creates the table again.
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from procwatch import descendants
 
-from grader.toolkit.procs import Backend
+from grader.toolkit.procs import Backend, frozen
 
 if TYPE_CHECKING:
     from grader.dbservers.server import Server
@@ -74,19 +71,6 @@ def timed(http: httpx.Client, method: str, path: str, **kwargs: object) -> tuple
     except httpx.TimeoutException:
         return 0, time.monotonic() - start, {}
     return response.status_code, time.monotonic() - start, response.json()
-
-
-@contextmanager
-def frozen(pid: int) -> Iterator[None]:
-    pids = descendants(pid)
-    for p in pids:
-        os.kill(p, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for p in pids:
-            with suppress(ProcessLookupError):
-                os.kill(p, signal.SIGCONT)
 
 
 @pytest.mark.databases

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from grader.toolkit import forkserver, steps
@@ -381,3 +381,52 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
     except PermissionError:  # some member is not ours to signal: at least the leader
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pgid, sig)
+
+
+def children_by_parent() -> dict[int, list[int]]:
+    """Every running process's children, from /proc (parent PID → child PIDs)."""
+    found: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            found.setdefault(ppid, []).append(int(entry.name))
+    return found
+
+
+def children(pid: int) -> set[int]:
+    """The processes whose parent is `pid`."""
+    return set(children_by_parent().get(pid, []))
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it (Postgres' backends leave its process group)."""
+    tree = children_by_parent()
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(tree.get(current, []))
+    return found
+
+
+@contextlib.contextmanager
+def frozen(pid: int) -> Iterator[None]:
+    """`pid` and every process below it stopped dead (SIGSTOP) for the block, then resumed.
+
+    A frozen database server still accepts connections (its kernel does) and answers nothing:
+    what a stuck disk or a network that drops packets looks like to a client.
+    """
+    stopped = descendants(pid)
+    for p in stopped:
+        os.kill(p, signal.SIGSTOP)
+    steps.record(f"froze process {pid} and its {len(stopped) - 1} children (SIGSTOP)")
+    try:
+        yield
+    finally:
+        for p in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGCONT)
+        steps.record(f"resumed process {pid} (SIGCONT)")

@@ -1,0 +1,147 @@
+"""Chapter 5's checks catch the classic scale-out mistakes and say which one it is.
+
+Each mutant is the chapter 5 solution with one fault (see tests/mutants.py); it must fail its
+milestone with a `why` naming the fault, its dependents skipped and everything else passing.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from mutants import SOLUTIONS, Edit, Mutant, Overlay, caught, derive, grade, runs
+
+CHAPTER, SLUG = 5, "05-scale-out"
+MAIN, STORE, KEYS = "backend/main.py", "backend/store.py", "backend/idempotency.py"
+SQLITE, POSTGRES, MYSQL = (
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.databases),
+    pytest.param("mysql", marks=pytest.mark.databases),
+)
+LOCKED_TURN = "    with store.locked_thread(thread_id) as db:\n"
+READ_IN_TURN = LOCKED_TURN + "        history = store.load_history(db, thread_id)\n"
+STALE = r"(turns on one thread interleaved|lacked turns stored before them)"
+
+MUTANTS = {
+    "no-lock": Mutant(
+        "no-lock",
+        (Edit(MAIN, LOCKED_TURN, "    with Database() as db:\n"),),
+        fails="5.2",
+        says=STALE + r".*Two turns read the history at once",
+    ),
+    "read-before-lock": Mutant(
+        "read-before-lock",
+        (
+            Edit(
+                MAIN,
+                READ_IN_TURN,
+                "    with Database() as db:\n"
+                "        history = store.load_history(db, thread_id)\n" + LOCKED_TURN,
+            ),
+        ),
+        fails="5.2",
+        says=STALE + r".*Two turns read the history at once",
+    ),
+    "process-lock": Mutant(
+        "process-lock",
+        (Overlay(STORE, "wrong/ch05-process-lock.py", replaces=("locked_thread",)),),
+        fails="5.2",
+        says=r"through one instance took turns.*lock in process memory \(threading.Lock\)",
+    ),
+    "lock-message-rows": Mutant(
+        "lock-message-rows",
+        (Overlay(STORE, "wrong/ch05-lock-message-rows.py", replaces=("lock_thread",)),),
+        fails="5.2",
+        says=STALE + r".*locks nothing when there are none",
+    ),
+    "keys-in-a-dict": Mutant(
+        "keys-in-a-dict",
+        (Overlay(KEYS, "wrong/ch05-keys-in-a-dict.py", replaces=("claim", "complete", "release")),),
+        fails="5.3",
+        says=r"the retry stored its turn a second time.*keep keys in the database",
+    ),
+    "key-after-turn": Mutant(
+        "key-after-turn",
+        (
+            Edit(
+                MAIN,
+                "        if claimed is not None:\n            idempotency.complete(",
+                "    if claimed is not None:\n        idempotency.complete(",
+            ),
+            Overlay(KEYS, "wrong/ch05-key-after-turn.py", replaces=("claim", "complete")),
+        ),
+        fails="5.3",
+        says=r"(checking for the key and then storing it is two steps|copies that found no key "
+        r"all ran the turn, then collided storing the key)",
+    ),
+    "ready-without-database": Mutant(
+        "ready-without-database",
+        (
+            Edit(
+                MAIN,
+                "await anyio.to_thread.run_sync(ping_database, abandon_on_cancel=True)",
+                "await anyio.sleep(0)",
+            ),
+        ),
+        fails="5.4",
+        says=r"GET /health/ready answered 200 at once: readiness must ask the database",
+    ),
+    "ready-without-timeout": Mutant(
+        "ready-without-timeout",
+        (Edit(MAIN, "READY_TIMEOUT_SECONDS = 1\n", "READY_TIMEOUT_SECONDS = 30\n"),),
+        fails="5.4",
+        says=r"must answer 503 within about a second: give its database round trip a timeout",
+    ),
+    "health-touches-database": Mutant(
+        "health-touches-database",
+        (
+            Edit(
+                MAIN,
+                "async def health() -> dict[str, str]:\n",
+                "def health() -> dict[str, str]:\n    ping_database()\n",
+            ),
+        ),
+        fails="5.4",
+        says=r"GET /health \(liveness\) must answer 200 at once: it must not touch the database",
+    ),
+}
+
+RUNS = [
+    ("no-lock", SQLITE),
+    ("no-lock", POSTGRES),
+    ("no-lock", MYSQL),
+    ("read-before-lock", POSTGRES),
+    ("process-lock", SQLITE),
+    ("process-lock", POSTGRES),
+    ("lock-message-rows", POSTGRES),
+    ("keys-in-a-dict", SQLITE),
+    ("key-after-turn", SQLITE),
+    ("key-after-turn", POSTGRES),
+    ("ready-without-database", POSTGRES),
+    ("ready-without-timeout", POSTGRES),
+    ("health-touches-database", MYSQL),
+]
+
+
+@pytest.mark.parametrize(("mutant", "db"), runs(MUTANTS, RUNS))
+def test_the_fault_fails_its_milestone(mutant: Mutant, db: str, tmp_path: Path) -> None:
+    caught(CHAPTER, SLUG, mutant, tmp_path, db)
+
+
+def test_history_in_memory_fails_behind_nginx(tmp_path: Path) -> None:
+    """The fault chapter 3 removed, made again: through nginx each instance sees only its own
+    turns. (The later milestones fail on it too, so only 5.1's verdict is asserted.)"""
+    changes = (
+        Overlay(
+            STORE,
+            "wrong/ch05-history-in-memory.py",
+            replaces=("append_messages", "load_history"),
+        ),
+    )
+    target = derive(SOLUTIONS / SLUG, tmp_path / "history-in-memory", changes, "history-in-memory")
+    graded = grade(CHAPTER, target, tmp_path)
+    assert graded.statuses["5.1"] == "failed", graded.output
+    assert re.search(r"did not see turns another instance stored", graded.why("5.1")), graded.why(
+        "5.1"
+    )
