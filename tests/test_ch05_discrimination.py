@@ -43,6 +43,26 @@ MUTANTS = {
         fails="5.2",
         says=STALE + r".*Two turns read the history at once",
     ),
+    "turn-in-two-transactions": Mutant(  # the prompt first, "so it is never lost"
+        "turn-in-two-transactions",
+        (
+            Edit(
+                MAIN,
+                READ_IN_TURN + "        new_messages = ask_assistant([*history, user_message])"
+                "  # a 502 here stores nothing\n"
+                "        reply = ChatReply(thread_id=thread_id, messages=[user_message, "
+                "*new_messages])\n"
+                "        store.append_messages(db, thread_id, [user_message, *new_messages])\n",
+                READ_IN_TURN + "        store.append_messages(db, thread_id, [user_message])\n"
+                "    new_messages = ask_assistant([*history, user_message])\n"
+                "    reply = ChatReply(thread_id=thread_id, messages=[user_message, *new_messages])\n"
+                + LOCKED_TURN
+                + "        store.append_messages(db, thread_id, new_messages)\n",
+            ),
+        ),
+        fails="5.2",
+        says=STALE + r".*(Two turns read the history at once|no message before these turns)",
+    ),
     "process-lock": Mutant(
         "process-lock",
         (Overlay(STORE, "wrong/ch05-process-lock.py", replaces=("locked_thread",)),),
@@ -105,6 +125,24 @@ MUTANTS = {
         fails="5.4",
         says=r"GET /health \(liveness\) must answer 200 at once: it must not touch the database",
     ),
+    "exits-on-sigterm": Mutant(  # "shut down quickly": the turns in flight are cut off
+        "exits-on-sigterm",
+        (
+            Edit(
+                MAIN,
+                "    yield\n    # Close the pool",
+                "    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))\n    yield\n"
+                "    # Close the pool",
+            ),
+            Edit(
+                MAIN,
+                "from collections.abc import AsyncIterator\n",
+                "import os\nimport signal\nfrom collections.abc import AsyncIterator\n",
+            ),
+        ),
+        fails="5.6",
+        says=r"exited at once on SIGTERM, with a turn still in flight",
+    ),
 }
 
 RUNS = [
@@ -121,6 +159,8 @@ RUNS = [
     ("ready-without-database", POSTGRES),
     ("ready-without-timeout", POSTGRES),
     ("health-touches-database", MYSQL),
+    ("exits-on-sigterm", SQLITE),
+    ("exits-on-sigterm", MYSQL),
 ]
 
 
@@ -145,3 +185,59 @@ def test_history_in_memory_fails_behind_nginx(tmp_path: Path) -> None:
     assert re.search(r"did not see turns another instance stored", graded.why("5.1")), graded.why(
         "5.1"
     )
+
+
+def test_storing_after_answering_loses_acknowledged_turns_when_killed(tmp_path: Path) -> None:
+    """Answer 200, store a moment later: a SIGKILL in between loses turns the clients were told
+    were stored. (Later turns then miss earlier ones, so 5.2 fails too: only 5.5's verdict is
+    asserted.)"""
+    changes = (Overlay(MAIN, "wrong/ch05-store-after-answer.py", replaces=("run_turn",)),)
+    target = derive(SOLUTIONS / SLUG, tmp_path / "store-after-answer", changes, "late-store")
+    graded = grade(CHAPTER, target, tmp_path)
+    assert graded.statuses["5.5"] == "failed", graded.output
+    why = graded.why("5.5")
+    assert re.search(r"does not hold each acknowledged turn exactly once", why), why
+
+
+@pytest.mark.parametrize("db", [SQLITE, POSTGRES])
+def test_a_turn_in_two_transactions_interleaves(db: str, tmp_path: Path) -> None:
+    """The prompt stored first, the replies after: another turn gets in between (5.2). A SIGKILL
+    between the two leaves a half turn, which 5.5 catches when the kill lands there, so 5.5 may
+    fail as well: only 5.2's verdict is asserted."""
+    mutant = MUTANTS["turn-in-two-transactions"]
+    graded = grade(CHAPTER, mutant.build(SLUG, tmp_path), tmp_path, db)
+    assert graded.statuses["5.2"] == "failed", graded.output
+    assert re.search(mutant.says, graded.why("5.2"), re.DOTALL), graded.why("5.2")
+
+
+SELECT_FOR_UPDATE = (Overlay(STORE, "right/ch05-select-for-update.py", replaces=("lock_thread",)),)
+ADVISORY_LOCK = (Overlay(STORE, "right/ch05-advisory-lock.py", replaces=("lock_thread",)),)
+
+
+@pytest.mark.parametrize(
+    ("name", "changes", "db"),
+    [
+        pytest.param(
+            "select-for-update",
+            SELECT_FOR_UPDATE,
+            *POSTGRES.values,
+            id="sfu-postgres",
+            marks=POSTGRES.marks,
+        ),
+        pytest.param(
+            "select-for-update", SELECT_FOR_UPDATE, *MYSQL.values, id="sfu-mysql", marks=MYSQL.marks
+        ),
+        pytest.param(
+            "advisory-lock",
+            ADVISORY_LOCK,
+            *POSTGRES.values,
+            id="advisory-postgres",
+            marks=POSTGRES.marks,
+        ),
+    ],
+)
+def test_a_right_variant_passes(name: str, changes: tuple, db: str, tmp_path: Path) -> None:
+    """Other right ways to serialize turns: the checks read only the messages table."""
+    target = derive(SOLUTIONS / SLUG, tmp_path / name, changes, name)
+    graded = grade(CHAPTER, target, tmp_path, db)
+    assert set(graded.statuses.values()) == {"passed"}, graded.output

@@ -16,12 +16,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from grader.databases import Databases
 from grader.toolkit.balancer import Balancer, BalancerUnavailable, Front
@@ -165,9 +167,14 @@ class Sent:
         return int(found.group(1)) if found else None
 
 
-def concurrent_counts(backends: tuple[Backend, ...], *thread_ids: str) -> list[Sent]:
+def concurrent_counts(
+    backends: tuple[Backend, ...],
+    *thread_ids: str,
+    held: Callable[[], AbstractContextManager[None]] | None = None,
+) -> list[Sent]:
     """CONCURRENT_TURNS "how many messages have I sent?" on each thread, all at once, spread
-    over `backends`."""
+    over `backends`. With `held`, the burst is sent while `held()` keeps the turns waiting on
+    the database, and released at once: every turn is then in flight at the same moment."""
     total = CONCURRENT_TURNS * len(thread_ids)
     chats = [warm(backends[n % len(backends)]) for n in range(total)]
 
@@ -189,7 +196,13 @@ def concurrent_counts(backends: tuple[Backend, ...], *thread_ids: str) -> list[S
         return Sent(prompt, thread_id, chat.turn_from(r, prompt, thread_id))
 
     try:
-        return all_at_once(total, send)
+        if held is None:
+            return all_at_once(total, send)
+        with ThreadPoolExecutor(1) as pool:
+            with held():
+                burst = pool.submit(all_at_once, total, send)
+                time.sleep(PILE_UP_SECONDS)
+            return burst.result()
     finally:
         for chat in chats:
             chat.close()
@@ -269,7 +282,8 @@ def split_turns(stored: list[Message]) -> list[list[Message]]:
 NO_LOCK = (
     "Two turns read the history at once, each before the other was stored. Lock the thread in "
     "the database first (a threads row UPDATEd or SELECTed FOR UPDATE), then read the history, "
-    "then store the turn, all in one transaction"
+    "then store the whole turn, all in one transaction: a turn stored in two transactions "
+    "lets another turn in between"
 )
 NO_LOCK_NEW = (
     "This thread had no message before these turns: a lock on the thread's message rows "
@@ -288,7 +302,8 @@ def ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
-NEW_THREADS = 3
+# How long the turns of a burst wait on the database before they are let go together.
+PILE_UP_SECONDS = 0.5
 
 # A thread chapter 4 wrote (rows only, nothing else of chapter 5's), long enough that reading
 # it takes a while: turns that nothing serializes overlap then, even on a fast machine.
@@ -323,15 +338,13 @@ def chapter_4_thread(pair: Pair) -> tuple[str, list[str]]:
 
 
 @milestone("5.2")
-def first_turns_of_a_new_thread_take_turns(pair: Pair) -> None:
+def first_turns_of_a_new_thread_take_turns(pair: Pair, databases: Databases) -> None:
     """The same on threads that have no message yet: a lock on their rows would lock nothing."""
-    # Only the turns that start before the thread's first commit can collide, so the burst
-    # goes to several new threads at once: a busier backend widens that window.
-    thread_ids = [str(uuid.uuid4()) for _ in range(NEW_THREADS)]
-    sent = concurrent_counts(pair.backends, *thread_ids)
-    for thread_id in thread_ids:
-        mine = [s for s in sent if s.thread_id == thread_id]
-        expect_took_turns(pair, thread_id, [], mine, new=True)
+    # Only the turns that start before the thread's first commit can collide, so they are all
+    # made to wait on the database, then let go together.
+    thread_id = str(uuid.uuid4())
+    sent = concurrent_counts(pair.backends, thread_id, held=lambda: turns_held(pair, databases))
+    expect_took_turns(pair, thread_id, [], sent, new=True)
 
 
 # --- 5.3 a retried request is stored once -------------------------------------------------------
@@ -342,7 +355,12 @@ def keyed(chat: ChatApi, key: str, body: dict[str, Any]) -> httpx.Response:
 
 
 def stored_prompts(pair: Pair, thread_id: str) -> list[str]:
-    with ChatApi(pair.backends[0]) as chat:
+    return prompts_in(pair.backends[0], thread_id)
+
+
+def prompts_in(backend: Backend, thread_id: str) -> list[str]:
+    """The prompts of a thread, as GET /history on `backend` gives them."""
+    with ChatApi(backend) as chat:
         return user_texts(chat.history(thread_id))
 
 
@@ -574,3 +592,222 @@ def readiness_follows_the_database(_: None, pair: Pair, databases: Databases) ->
         expected="200 within 10 s",
         actual=f"{timed_get(backend, '/health/ready')[0]}",
     )
+
+
+# --- 5.5 a killed instance loses no acknowledged turn -------------------------------------------
+
+
+@dataclass
+class Load:
+    """Clients sending turns through nginx until stopped, each on its own thread."""
+
+    url: str
+    clients: int = 6
+    # (thread id, prompt, status, start of the answer) of every request, in the order sent
+    sent: list[tuple[str, str, int, str]] = field(default_factory=list)
+
+    def run(self, stop: threading.Event) -> None:
+        def client(n: int) -> None:
+            thread_id = str(uuid.uuid4())
+            # A connection per request: an nginx reload closes idle kept-alive connections,
+            # and a request sent on one at that instant is lost on the way (the client's race,
+            # not the backend's; browsers resend it, httpx does not).
+            headers = {"Connection": "close"}
+            with httpx.Client(base_url=self.url, timeout=30, headers=headers) as http:
+                for turn in range(10_000):
+                    if stop.is_set():
+                        return
+                    prompt = f"client {n + 1}, turn {turn + 1}"
+                    body = {"prompt": prompt, "thread_id": thread_id}
+                    try:
+                        r = http.post("/chat", json=body)
+                        self.sent.append((thread_id, prompt, r.status_code, r.text[:200]))
+                    except httpx.HTTPError as exc:
+                        self.sent.append((thread_id, prompt, 0, type(exc).__name__))
+
+        with ThreadPoolExecutor(self.clients) as pool:
+            list(pool.map(client, range(self.clients)))
+
+
+def all_up(trio: Trio) -> None:
+    """Every instance running and in nginx (a check before may have killed one)."""
+    for backend in trio.backends:
+        if not backend.alive:
+            backend.start()
+    trio.front.balancer.set_backends([b.port for b in trio.backends])
+
+
+def expect_each_acknowledged_turn_once(backend: Backend, load: Load, after: str) -> None:
+    """Each thread the load wrote holds whole turns only: every prompt answered 200 exactly
+    once, in the order sent, and any other prompt at most once (it may have been stored just
+    before its instance died)."""
+    by_thread: dict[str, list[tuple[str, int]]] = {}
+    for thread_id, prompt, status, _ in load.sent:
+        by_thread.setdefault(thread_id, []).append((prompt, status))
+    for thread_id, sent in by_thread.items():
+        with ChatApi(backend) as chat:
+            stored = chat.history(thread_id)
+        turns = split_turns(stored)
+        half = [t for t in turns if len(t) < 2 or t[1]["role"] == "user"]
+        expect(
+            not half,
+            f"{after}, a thread holds a prompt without its reply: a half-stored turn. Store "
+            "the user's message and the replies in one transaction, so a crash stores all or "
+            "nothing",
+            expected="each prompt followed by its reply",
+            actual=listing(stored[-8:]),
+        )
+        prompts = user_texts(stored)
+        acknowledged = [p for p, status in sent if status == 200]
+        sent_order = [p for p, _ in sent]
+        expect(
+            all(prompts.count(p) == 1 for p in acknowledged)
+            and all(prompts.count(p) <= 1 for p in sent_order)
+            and prompts == [p for p in sent_order if p in prompts],
+            f"{after}, a thread does not hold each acknowledged turn exactly once, in order: "
+            "a turn answered 200 must be committed before the answer leaves, and stored once",
+            expected=acknowledged,
+            actual=prompts,
+        )
+
+
+@milestone("5.5")
+def a_killed_instance_loses_no_acknowledged_turn(trio: Trio) -> None:
+    """SIGKILL of one of three instances under load through nginx: every turn answered 200 is
+    stored exactly once, none is stored by half, and the others go on serving."""
+    all_up(trio)
+    with ChatApi(trio.front) as chat:  # type: ignore[arg-type]
+        chat.turn("Before the load: does a turn go through at all?")
+    load, stop = Load(trio.front.balancer.url), threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(load.run, stop)
+        time.sleep(0.7)
+        trio.backends[0].kill()
+        killed_at = len(load.sent)
+        time.sleep(1.0)
+        stop.set()
+        running.result(timeout=60)
+    after_kill = [status for _, _, status, _ in load.sent[killed_at:]]
+    expect(
+        after_kill.count(200) > len(after_kill) // 2,
+        "after one of three instances was killed, most turns through nginx should still "
+        "succeed on the other two",
+        expected="mostly 200",
+        actual=f"{after_kill.count(200)} of {len(after_kill)} answered 200",
+    )
+    expect_each_acknowledged_turn_once(trio.backends[1], load, "after an instance was killed")
+
+
+# --- 5.6 SIGTERM drains; a rolling restart fails no request ------------------------------------
+
+
+@contextmanager
+def turns_held(pair: Pair, databases: Databases) -> Iterator[None]:
+    """Another connection holds what a turn must write, so a turn sent now waits in flight."""
+    if databases.kind == "sqlite":
+        with write_locked(pair):
+            yield
+        return
+    engine = create_engine(pair.url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            if databases.kind == "postgres":
+                conn.execute(text("LOCK TABLE messages IN EXCLUSIVE MODE"))
+            else:
+                conn.execute(text("LOCK TABLES messages WRITE"))
+            try:
+                yield
+            finally:
+                if databases.kind == "mysql":
+                    conn.execute(text("UNLOCK TABLES"))
+                conn.rollback()
+    finally:
+        engine.dispose()
+
+
+@milestone("5.6")
+def a_turn_in_flight_at_sigterm_completes(pair: Pair, databases: Databases) -> None:
+    """SIGTERM while a turn waits on the database: the instance finishes it (200, stored),
+    then exits."""
+    backend = pair.backends[0]
+    thread_id = str(uuid.uuid4())
+    prompt = "I was sent just before the instance was told to stop."
+    with ChatApi(backend, timeout=30) as chat, ThreadPoolExecutor(1) as pool:
+        with turns_held(pair, databases):
+            body = {"prompt": prompt, "thread_id": thread_id}
+            answer = pool.submit(chat.post, "/chat", expect_status=None, json=body)
+            time.sleep(0.5)  # the turn has arrived and waits for the lock
+            backend.terminate()
+            time.sleep(0.5)
+            draining = backend.alive
+        expect(
+            draining,
+            "the instance exited at once on SIGTERM, with a turn still in flight: let uvicorn "
+            "drain (it stops accepting, finishes the requests it has, then exits); do not exit "
+            "from a signal handler of your own",
+            expected="still running 0.5 s after SIGTERM, until its turn is answered",
+            actual="exited",
+        )
+        try:
+            response = answer.result(timeout=30)
+        except CheckFailed as exc:
+            fail(
+                "the turn in flight when the instance got SIGTERM got no answer: an instance "
+                "must finish the turns it has before it exits",
+                expected="200",
+                actual=exc.rationale,
+            )
+    expect(
+        response.status_code == 200,
+        "the turn in flight when the instance got SIGTERM must complete with 200",
+        expected="200",
+        actual=f"{response.status_code}: {shorten(response.text, 200)}",
+    )
+    exited = wait_until(lambda: not backend.alive, timeout=10)
+    expect(exited, "after finishing its turn, the instance must exit on SIGTERM", actual="running")
+    backend.start()
+    expect(
+        stored_prompts(pair, thread_id) == [prompt],
+        "the turn answered 200 during shutdown is not stored once in its thread",
+        expected=[prompt],
+        actual=stored_prompts(pair, thread_id),
+    )
+
+
+@milestone("5.6", after=a_turn_in_flight_at_sigterm_completes)
+def a_rolling_restart_fails_no_request(_: None, trio: Trio) -> None:
+    """Under load through nginx, each instance in turn: out of nginx, SIGTERM, wait for it to
+    exit, start it again, wait for /health/ready, back into nginx. No request fails."""
+    backends, balancer = trio.backends, trio.front.balancer
+    all_up(trio)
+    load, stop = Load(balancer.url), threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(load.run, stop)
+        time.sleep(0.3)
+        for backend in backends:
+            balancer.set_backends([b.port for b in backends if b is not backend])
+            backend.stop()
+            backend.start()
+            ready = wait_until(
+                lambda b=backend: timed_get(b, "/health/ready", timeout=2)[0] == 200, timeout=10
+            )
+            expect(ready, f"{backend.name} restarted but /health/ready never said 200")
+            balancer.set_backends([b.port for b in backends])
+            time.sleep(0.1)
+        stop.set()
+        running.result(timeout=60)
+    failed = [s for s in load.sent if s[2] != 200]
+    expect(
+        len(load.sent) > len(backends) * 2,
+        "the load barely ran during the rolling restart",
+        actual=f"{len(load.sent)} requests",
+    )
+    expect(
+        not failed,
+        f"{len(failed)} of {len(load.sent)} requests failed during a rolling restart done the "
+        "orchestrator's way (out of nginx first, then SIGTERM): an instance must finish what "
+        "it has before exiting, and start answering only when ready",
+        expected="200 for every request",
+        actual=[f"{status or 'no answer'}: {text}" for _, _, status, text in failed[:3]],
+    )
+    expect_each_acknowledged_turn_once(backends[0], load, "after a rolling restart")

@@ -149,8 +149,11 @@ class Balancer:
         self._write_config()
         before = self._workers()
         os.kill(self.proc.pid, signal.SIGHUP)
-        # The reload is done when a worker started after the signal runs (and old ones drain).
-        wait_until(lambda: bool(self._workers() - before), timeout=10)
+        # Done when the old workers are gone: each finishes its requests in flight first, and
+        # until then it may still send one to a backend that is no longer listed (the reason
+        # an orchestrator waits before it stops a backend it took out, as Kubernetes' preStop
+        # sleep does).
+        wait_until(lambda: (now := self._workers()) and not now & before, timeout=10)
         steps.record(f"nginx now routes to ports {self.ports}")
 
     def _workers(self) -> set[int]:

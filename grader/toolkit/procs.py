@@ -227,6 +227,13 @@ class Backend:
                 _signal_group(self.proc.pid, signal.SIGTERM)
             _finish_stop(self.proc)
 
+    def terminate(self) -> None:
+        """SIGTERM without waiting, as an orchestrator stops a container: the process may take
+        its time to finish what it has (`alive` says when it is gone)."""
+        if self.proc is not None and self.proc.poll() is None:
+            steps.record(f"SIGTERM {self.name} (not waiting for it)")
+            _signal_group(self.proc.pid, signal.SIGTERM)
+
     def kill(self) -> None:
         """SIGKILL, as a crash or an OOM killer would: no shutdown handlers run."""
         if self.proc is not None and self.proc.poll() is None:

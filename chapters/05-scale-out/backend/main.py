@@ -130,7 +130,7 @@ def run_turn(body: ChatRequest, claimed: idempotency.Claim | None = None) -> Cha
     # One transaction for the whole turn, holding the thread's lock: a second turn on this
     # thread, on any instance, waits here until this one is committed, then reads a history
     # that includes it. Holding a lock while the assistant answers is fine for the offline
-    # assistant, which answers at once; chapter 7's real models take seconds, and change that.
+    # assistant, which answers at once; a real model takes seconds (the docs say what then).
     with store.locked_thread(thread_id) as db:
         history = store.load_history(db, thread_id)
         new_messages = ask_assistant([*history, user_message])  # a 502 here stores nothing
