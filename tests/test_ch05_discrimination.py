@@ -145,22 +145,20 @@ MUTANTS = {
     ),
 }
 
+# One database per fault where the fault is the same on all three; two where they differ (a
+# lock SQLite ignores, the servers' own locking).
 RUNS = [
     ("no-lock", SQLITE),
-    ("no-lock", POSTGRES),
     ("no-lock", MYSQL),
     ("read-before-lock", POSTGRES),
-    ("process-lock", SQLITE),
     ("process-lock", POSTGRES),
     ("lock-message-rows", POSTGRES),
     ("keys-in-a-dict", SQLITE),
     ("key-after-turn", SQLITE),
-    ("key-after-turn", POSTGRES),
     ("ready-without-database", POSTGRES),
     ("ready-without-timeout", POSTGRES),
     ("health-touches-database", MYSQL),
     ("exits-on-sigterm", SQLITE),
-    ("exits-on-sigterm", MYSQL),
 ]
 
 
@@ -199,7 +197,7 @@ def test_storing_after_answering_loses_acknowledged_turns_when_killed(tmp_path: 
     assert re.search(r"does not hold each acknowledged turn exactly once", why), why
 
 
-@pytest.mark.parametrize("db", [SQLITE, POSTGRES])
+@pytest.mark.parametrize("db", [SQLITE])
 def test_a_turn_in_two_transactions_interleaves(db: str, tmp_path: Path) -> None:
     """The prompt stored first, the replies after: another turn gets in between (5.2). A SIGKILL
     between the two leaves a half turn, which 5.5 catches when the kill lands there, so 5.5 may
