@@ -93,16 +93,31 @@ def trio(
         balancer.stop()
 
 
-def all_at_once(count: int, send: Callable[[int], Any]) -> list[Any]:
-    """`send(0) … send(count - 1)`, each in its own thread, released together."""
+def all_at_once(
+    count: int,
+    send: Callable[[int], Any],
+    held: Callable[[], AbstractContextManager[None]] | None = None,
+) -> list[Any]:
+    """`send(0) … send(count - 1)`, each in its own thread, released together. With `held`, the
+    requests are sent while `held()` keeps them waiting on the database, then let go at once:
+    every one of them is in flight at the same moment, however fast or busy the machine."""
     start = threading.Barrier(count)
 
     def go(n: int) -> Any:
         start.wait(timeout=30)
         return send(n)
 
-    with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(go, range(count)))
+    def burst() -> list[Any]:
+        with ThreadPoolExecutor(count) as pool:
+            return list(pool.map(go, range(count)))
+
+    if held is None:
+        return burst()
+    with ThreadPoolExecutor(1) as waiting:
+        with held():
+            sent = waiting.submit(burst)
+            time.sleep(PILE_UP_SECONDS)
+        return sent.result()
 
 
 # --- 5.1 one conversation through a load balancer ----------------------------------------------
@@ -196,13 +211,7 @@ def concurrent_counts(
         return Sent(prompt, thread_id, chat.turn_from(r, prompt, thread_id))
 
     try:
-        if held is None:
-            return all_at_once(total, send)
-        with ThreadPoolExecutor(1) as pool:
-            with held():
-                burst = pool.submit(all_at_once, total, send)
-                time.sleep(PILE_UP_SECONDS)
-            return burst.result()
+        return all_at_once(total, send, held)
     finally:
         for chat in chats:
             chat.close()
@@ -311,18 +320,31 @@ EARLIER_TURNS = 200
 
 
 @milestone("5.2")
-def turns_on_one_thread_take_turns(pair: Pair) -> None:
+def turns_on_one_thread_take_turns(pair: Pair, databases: Databases) -> None:
     """24 turns at once, through two instances, on a thread chapter 4 wrote: each stored whole,
     each reply made from every turn stored before it."""
-    thread_id, earlier = chapter_4_thread(pair)
+    expect_bursts_take_turns(pair, databases, lambda: chapter_4_thread(pair), new=False)
+
+
+def expect_bursts_take_turns(
+    pair: Pair, databases: Databases, thread: Callable[[], tuple[str, list[str]]], new: bool
+) -> None:
+    """A burst on a `thread()` through both instances, let go at once, takes turns. If not,
+    the same burst through one instance tells a lock that holds within one process from no
+    lock at all."""
+
+    def held() -> AbstractContextManager[None]:
+        return turns_held(pair, databases)
+
+    thread_id, earlier = thread()
     try:
-        expect_took_turns(pair, thread_id, earlier, concurrent_counts(pair.backends, thread_id))
+        sent = concurrent_counts(pair.backends, thread_id, held=held)
+        expect_took_turns(pair, thread_id, earlier, sent, new=new)
     except CheckFailed as through_two:
-        # Which mistake: the same burst through one instance tells a lock that holds within
-        # one process from no lock at all.
-        alone, before = chapter_4_thread(pair)
+        alone, before = thread()
         try:
-            expect_took_turns(pair, alone, before, concurrent_counts(pair.backends[:1], alone))
+            sent = concurrent_counts(pair.backends[:1], alone, held=held)
+            expect_took_turns(pair, alone, before, sent, new=new)
         except CheckFailed:
             raise through_two from None
         fail(PROCESS_LOCK, expected="the same through two instances as through one")
@@ -340,11 +362,9 @@ def chapter_4_thread(pair: Pair) -> tuple[str, list[str]]:
 @milestone("5.2")
 def first_turns_of_a_new_thread_take_turns(pair: Pair, databases: Databases) -> None:
     """The same on threads that have no message yet: a lock on their rows would lock nothing."""
-    # Only the turns that start before the thread's first commit can collide, so they are all
-    # made to wait on the database, then let go together.
-    thread_id = str(uuid.uuid4())
-    sent = concurrent_counts(pair.backends, thread_id, held=lambda: turns_held(pair, databases))
-    expect_took_turns(pair, thread_id, [], sent, new=True)
+    # Only the turns that start before the thread's first commit can collide: the bursts are
+    # let go at once for that (and for every other check of 5.2).
+    expect_bursts_take_turns(pair, databases, lambda: (str(uuid.uuid4()), []), new=True)
 
 
 # --- 5.3 a retried request is stored once -------------------------------------------------------
@@ -444,7 +464,7 @@ def a_key_is_one_request(_: None, pair: Pair) -> None:
 
 
 @milestone("5.3", after=a_retry_gets_the_first_answer)
-def concurrent_retries_are_stored_once(_: None, pair: Pair) -> None:
+def concurrent_retries_are_stored_once(_: None, pair: Pair, databases: Databases) -> None:
     """Eight copies of one keyed request at once, on two instances: one turn; 200s that agree,
     or 409 for a copy that came while the first was running."""
     key = f"burst-{uuid.uuid4()}"
@@ -452,7 +472,9 @@ def concurrent_retries_are_stored_once(_: None, pair: Pair) -> None:
 
     chats = [warm(pair.backends[n % 2]) for n in range(8)]
     try:
-        answers = all_at_once(8, lambda n: keyed(chats[n], key, body))
+        answers = all_at_once(
+            8, lambda n: keyed(chats[n], key, body), held=lambda: turns_held(pair, databases)
+        )
     finally:
         for chat in chats:
             chat.close()
