@@ -374,10 +374,6 @@ def keyed(chat: ChatApi, key: str, body: dict[str, Any]) -> httpx.Response:
     return chat.post("/chat", expect_status=None, json=body, headers={"Idempotency-Key": key})
 
 
-def stored_prompts(pair: Pair, thread_id: str) -> list[str]:
-    return prompts_in(pair.backends[0], thread_id)
-
-
 def prompts_in(backend: Backend, thread_id: str) -> list[str]:
     """The prompts of a thread, as GET /history on `backend` gives them."""
     with ChatApi(backend) as chat:
@@ -401,7 +397,7 @@ def a_retry_gets_the_first_answer(pair: Pair) -> None:
         )
         again = keyed(two, key, body)
     thread_id = first.json()["thread_id"]
-    prompts = stored_prompts(pair, thread_id)
+    prompts = prompts_in(pair.backends[0], thread_id)
     expect(
         prompts == [body["prompt"]],
         "the retry stored its turn a second time: look the key up before running the turn, "
@@ -454,7 +450,7 @@ def a_key_is_one_request(_: None, pair: Pair) -> None:
                 expected="200, a new turn",
                 actual=f"{r.status_code}: {shorten(r.text, 200)}",
             )
-    prompts = stored_prompts(pair, thread_id)
+    prompts = prompts_in(pair.backends[0], thread_id)
     expect(
         len(prompts) == 3,
         "the thread should hold the first turn and one turn for each of the two other keys",
@@ -479,7 +475,7 @@ def concurrent_retries_are_stored_once(_: None, pair: Pair, databases: Databases
         for chat in chats:
             chat.close()
     statuses = sorted(r.status_code for r in answers)
-    prompts = stored_prompts(pair, body["thread_id"])
+    prompts = prompts_in(pair.backends[0], body["thread_id"])
     expect(
         prompts == [body["prompt"]],
         f"{len(prompts)} turns stored for one Idempotency-Key sent {len(answers)} times at once: "
@@ -789,10 +785,10 @@ def a_turn_in_flight_at_sigterm_completes(pair: Pair, databases: Databases) -> N
     expect(exited, "after finishing its turn, the instance must exit on SIGTERM", actual="running")
     backend.start()
     expect(
-        stored_prompts(pair, thread_id) == [prompt],
+        prompts_in(pair.backends[0], thread_id) == [prompt],
         "the turn answered 200 during shutdown is not stored once in its thread",
         expected=[prompt],
-        actual=stored_prompts(pair, thread_id),
+        actual=prompts_in(pair.backends[0], thread_id),
     )
 
 

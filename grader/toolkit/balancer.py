@@ -16,10 +16,15 @@ import signal
 import subprocess
 from pathlib import Path
 
-import httpx
-
 from grader.toolkit import steps
-from grader.toolkit.procs import Backend, free_port, port_open, stop_group, wait_until
+from grader.toolkit.procs import (
+    Backend,
+    children,
+    free_port,
+    port_open,
+    stop_group,
+    wait_until,
+)
 
 HOW_TO_GET = (
     "the load balancer needs Debian's nginx: `sudo apt-get install nginx` (the grader starts "
@@ -147,22 +152,14 @@ class Balancer:
         assert self.proc is not None
         self.ports = list(ports)
         self._write_config()
-        before = self._workers()
+        before = children(self.proc.pid)
         os.kill(self.proc.pid, signal.SIGHUP)
         # Done when the old workers are gone: each finishes its requests in flight first, and
         # until then it may still send one to a backend that is no longer listed (the reason
         # an orchestrator waits before it stops a backend it took out, as Kubernetes' preStop
         # sleep does).
-        wait_until(lambda: (now := self._workers()) and not now & before, timeout=10)
+        wait_until(lambda: (now := children(self.proc.pid)) and not now & before, timeout=10)
         steps.record(f"nginx now routes to ports {self.ports}")
-
-    def _workers(self) -> set[int]:
-        assert self.proc is not None
-        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        try:
-            return {int(p) for p in path.read_text().split()}
-        except OSError:
-            return set()
 
     def error_log(self, last: int = 20) -> str:
         lines: list[str] = []
@@ -185,18 +182,6 @@ class Balancer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def wait_routed(balancer: Balancer, timeout: float = 5) -> bool:
-    """Whether nginx answers /health through some backend within `timeout`."""
-
-    def answered() -> bool:
-        try:
-            return httpx.get(balancer.url + "/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    return wait_until(answered, timeout)
 
 
 class Front:
