@@ -68,6 +68,14 @@ def chat(body: ChatRequest) -> dict:
 """
 
 
+def write_bare_app(folder: Path) -> Path:
+    """`folder` laid out like a chapter (backend/main.py) holding BARE_APP."""
+    (folder / "backend").mkdir(parents=True)
+    (folder / "backend" / "__init__.py").write_text("")
+    (folder / "backend" / "main.py").write_text(BARE_APP)
+    return folder
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -240,10 +248,7 @@ def main() -> None:
     servers: list = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        bare_dir = work / "bare"
-        (bare_dir / "backend").mkdir(parents=True)
-        (bare_dir / "backend" / "__init__.py").write_text("")
-        (bare_dir / "backend" / "main.py").write_text(BARE_APP)
+        bare_dir = write_bare_app(work / "bare")
         try:
             urls = database_urls(kinds, servers)
             rows = []

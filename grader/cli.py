@@ -256,6 +256,13 @@ def cmd_run(manifest: Manifest, args: argparse.Namespace) -> int:
     return run_app(chapter, _target(chapter, args.solution, args.target), args)
 
 
+def cmd_load(manifest: Manifest, args: argparse.Namespace) -> int:
+    from grader.loadrun import load_command
+
+    chapter = _chapter(manifest, args.chapter)
+    return load_command(chapter, _target(chapter, args.solution, args.target), args)
+
+
 def cmd_dev_verify(manifest: Manifest, args: argparse.Namespace) -> int:
     from grader.verify import verify
 
@@ -344,6 +351,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend-port", type=int, default=8000)
     p.add_argument("--frontend-port", type=int, default=8501)
 
+    p = sub.add_parser(
+        "load", help="many users chatting at once, then an audit of every thread they wrote"
+    )
+    p.add_argument("chapter", type=int, nargs="?")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--solution", action="store_true")
+    where.add_argument("--target")
+    where.add_argument("--url", help="load a deployment already running there instead")
+    p.add_argument("--users", type=int, default=20, help="simulated users chatting at once")
+    p.add_argument("--seconds", type=float, default=10, help="how long the load lasts")
+    p.add_argument("--instances", type=int, default=1, help="backends, behind nginx if > 1")
+    p.add_argument("--db", default="sqlite", choices=DATABASE_KINDS)
+    p.add_argument(
+        "--shared-threads",
+        type=int,
+        default=0,
+        help="send every user's turns to this many threads (0: each user its own threads)",
+    )
+    p.add_argument("--max-turns", type=int, default=50_000, help="stop after this many turns")
+    p.add_argument("--json", help="write the run and its audit as JSON to this file")
+
     db = sub.add_parser(
         "db", help="a local Postgres or MariaDB server for `--db`; a thread's rows as stored"
     )
@@ -395,6 +423,7 @@ COMMANDS = {
     "reset": cmd_reset,
     "solution": cmd_solution,
     "run": cmd_run,
+    "load": cmd_load,
     "db": cmd_db,
     "dev": cmd_dev,
 }

@@ -266,6 +266,20 @@ def test_the_banner_names_a_server_without_its_password() -> None:
     assert "not a database URL" in describe_database("pass:word@nowhere", Path("/x"))
 
 
+def test_run_refuses_no_instances_and_a_missing_nginx(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from grader import runner
+
+    assert cli.main(["run", "5", "--solution", "--instances", "0"]) == 2
+    assert "--instances must be 1 or more" in capsys.readouterr().out
+    monkeypatch.setattr(runner, "nginx_binary", lambda: None)
+    argv = ["run", "5", "--solution", "--instances", "3"]
+    argv += ["--backend-port", str(_free_port()), "--frontend-port", str(_free_port())]
+    assert cli.main(argv) == 2
+    assert "apt-get install nginx" in capsys.readouterr().out
+
+
 # --- grader dev --------------------------------------------------------------------------------
 
 

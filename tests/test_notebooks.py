@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
@@ -18,7 +19,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-EXPECTED = ["03-inspect-history.ipynb", "04-one-query-three-dialects.ipynb"]
+EXPECTED = [
+    "03-inspect-history.ipynb",
+    "04-one-query-three-dialects.ipynb",
+    "05-load-test.ipynb",
+]
 # Per cell; the slowest cell starts a throwaway Postgres and a MariaDB server.
 CELL_TIMEOUT = int(os.environ.get("GRADER_NOTEBOOK_CELL_TIMEOUT", "240"))
 IN_CI = bool(os.environ.get("CI"))
@@ -92,6 +97,19 @@ def notebook_03() -> nbformat.NotebookNode:
 @pytest.fixture(scope="module")
 def notebook_04() -> nbformat.NotebookNode:
     return _execute("04-one-query-three-dialects.ipynb")
+
+
+@pytest.fixture(scope="module")
+def notebook_05() -> Iterator[nbformat.NotebookNode]:
+    with pytest.MonkeyPatch.context() as env:  # the kernel inherits this process's environment
+        env.setenv("LOAD_SECONDS", "1")
+        env.setenv("LOAD_USERS", "8")
+        yield _execute("05-load-test.ipynb")
+
+
+def _images(nb: nbformat.NotebookNode, tag: str) -> int:
+    cells = [c for c in nb.cells if tag in c.get("metadata", {}).get("tags", [])]
+    return sum("image/png" in out.get("data", {}) for c in cells for out in c.outputs)
 
 
 def test_the_notebooks_are_committed_without_outputs() -> None:
@@ -185,3 +203,28 @@ def test_notebook_04_compiles_one_query_for_three_dialects_and_runs_it(notebook_
     for pid in re.findall(r"started a throwaway .* server, PID (\d+)", run):
         assert f"(PID {pid})" in stop, stop
         assert _gone(int(pid)), f"database server PID {pid} is still running"
+
+
+def test_notebook_05_plots_load_runs_and_their_audits(notebook_05) -> None:
+    run = _output(notebook_05, "run")
+    for where in ("1 instance on SQLite", "2 instances behind nginx", "4 instances behind nginx"):
+        assert where in run, run
+    assert len(re.findall(r"throughput [\d.]+ turns/s; latency p50 \d+ ms", run)) == 3, run
+    assert run.count("audited 8 threads") == 3 and run.count("no integrity faults") == 3, run
+
+    over_time = _output(notebook_05, "over-time").splitlines()
+    assert over_time[0].split() == [
+        *("second", "turns", "errors"),
+        *("p50", "ms", "p95", "ms", "p99", "ms"),
+    ]
+    assert len(over_time) >= 2, over_time
+    assert _images(notebook_05, "over-time") == 1, "the latency and throughput plot"
+
+    scaling = _output(notebook_05, "scaling")
+    rows = [line.split() for line in scaling.splitlines() if re.match(r"\s+[124] ", line)]
+    assert [r[0] for r in rows] == ["1", "2", "4"], scaling
+    assert all(float(r[1]) > 0 and r[-1] == "ok" for r in rows), scaling
+    assert _images(notebook_05, "scaling") == 1, "the throughput plot"
+
+    audit = _output(notebook_05, "audit").splitlines()
+    assert len(audit) == 3 and all(line.endswith("no integrity faults") for line in audit), audit

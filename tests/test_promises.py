@@ -327,7 +327,7 @@ def test_the_rules_catch_what_they_must(tmp_path: Path, monkeypatch: pytest.Monk
         f"Chapter {future} adds users; see chapters 1 to {future}.\n\n"
         f"The folder `{future:02d}-scale-out` and `notebooks/{future:02d}-load.ipynb`.\n\n"
         "Set `ASSISTANT_PROVIDER=gemini` or `openai` for a real model.\n\n"
-        f"Run `grader load 3`, then `grader run {future}` and `grader run 3 --replicas 3`,\n"
+        f"Run `grader bench 3`, then `grader run {future}` and `grader run 3 --replicas 3`,\n"
         "`grader dev deploy` and `grader hint 9.9`.\n\n"
         "```bash\ngrader check 3 --fast   # chapter 3, fast\n```\n\n"
         "See [the guide](missing.md) and <http://127.0.0.1:8001/chapters/99-nope/>.\n\n"
@@ -348,7 +348,7 @@ def test_the_rules_catch_what_they_must(tmp_path: Path, monkeypatch: pytest.Monk
         f":3: '{future:02d}-load' names chapter folder",
         ":5: ASSISTANT_PROVIDER='gemini'",
         ":5: ASSISTANT_PROVIDER='openai'",
-        "`grader load`: no such subcommand",
+        "`grader bench`: no such subcommand",
         f"`grader run {future}`: workbook.toml has no chapter {future}",
         "`grader run` has no option --replicas",
         "`grader dev deploy`: no such subcommand",

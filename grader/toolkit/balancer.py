@@ -51,6 +51,9 @@ http {{
     upstream backends {{
 {servers}
         keepalive 16;
+        # Below uvicorn's 5 s keep-alive: nginx never reuses a connection the backend is closing
+        # (a POST sent on one at that instant fails, and nginx rightly does not resend it).
+        keepalive_timeout 4s;
     }}
 
     server {{
