@@ -75,6 +75,28 @@ MUTANTS = {
         fails="5.2",
         says=STALE + r".*locks nothing when there are none",
     ),
+    "sqlite-only-lock": Mutant(
+        "sqlite-only-lock",
+        (Overlay(STORE, "wrong/ch05-sqlite-only-lock.py", replaces=("lock_thread",)),),
+        fails="5.2",
+        says=STALE + r".*Two turns read the history at once",
+    ),
+    "replay-recomputes": Mutant(  # "the same question gets the same kind of answer"
+        "replay-recomputes",
+        (
+            Edit(
+                MAIN,
+                '        headers = {"Idempotent-Replayed": "true"}\n'
+                "        return JSONResponse(claimed.body, claimed.status_code, headers=headers)\n",
+                '        user_message = {"role": "user", "parts": [{"text": body.prompt}]}\n'
+                "        again = ask_assistant([user_message])\n"
+                '        thread_id = claimed.body["thread_id"]\n'
+                "        return ChatReply(thread_id=thread_id, messages=[user_message, *again])\n",
+            ),
+        ),
+        fails="5.3",
+        says=r"must get the first answer again, replayed from the database \(not computed again\)",
+    ),
     "keys-in-a-dict": Mutant(
         "keys-in-a-dict",
         (Overlay(KEYS, "wrong/ch05-keys-in-a-dict.py", replaces=("claim", "complete", "release")),),
@@ -153,7 +175,9 @@ RUNS = [
     ("read-before-lock", POSTGRES),
     ("process-lock", POSTGRES),
     ("lock-message-rows", POSTGRES),
+    ("sqlite-only-lock", POSTGRES),
     ("keys-in-a-dict", SQLITE),
+    ("replay-recomputes", SQLITE),
     ("key-after-turn", SQLITE),
     ("ready-without-database", POSTGRES),
     ("ready-without-timeout", POSTGRES),

@@ -388,10 +388,14 @@ def prompts_in(backend: Backend, thread_id: str) -> list[str]:
 def a_retry_gets_the_first_answer(pair: Pair) -> None:
     """The same key and body again, on the other instance: the same answer, one stored turn."""
     key = f"retry-{uuid.uuid4()}"
-    # A thread of its own, so a turn run twice shows as two turns in it.
-    body = {"prompt": "roll 1d20+3", "thread_id": str(uuid.uuid4())}
+    # A thread of its own, so a turn run twice shows as two turns in it. The offline assistant
+    # rolls dice seeded by what it is given: after an earlier turn, four dice of a thousand
+    # sides computed again from anything else than that history come out different.
+    opening = "Hello! I roll dice, and I may retry."
+    body = {"prompt": "roll 4d1000+3", "thread_id": str(uuid.uuid4())}
     one, two = (ChatApi(b) for b in pair.backends)
     with one, two:
+        one.turn(opening, body["thread_id"])
         first = keyed(one, key, body)
         expect(
             first.status_code == 200,
@@ -403,10 +407,10 @@ def a_retry_gets_the_first_answer(pair: Pair) -> None:
     thread_id = first.json()["thread_id"]
     prompts = prompts_in(pair.backends[0], thread_id)
     expect(
-        prompts == [body["prompt"]],
+        prompts == [opening, body["prompt"]],
         "the retry stored its turn a second time: look the key up before running the turn, "
         "and keep keys in the database so every instance sees them",
-        expected=[body["prompt"]],
+        expected=[opening, body["prompt"]],
         actual=prompts,
     )
     expect(

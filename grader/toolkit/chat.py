@@ -71,6 +71,9 @@ def _sent(kw: dict[str, Any]) -> str:
     return ""
 
 
+KEEPALIVE_SECONDS = 2.0
+
+
 class Http:
     """Requests to one backend; every one is a step of the check's log."""
 
@@ -84,7 +87,11 @@ class Http:
         self._log_mark = 0
 
     def _new_client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.backend.url, timeout=self.timeout)
+        # uvicorn closes a connection idle for 5 s, and httpx reuses one idle for up to 5 s by
+        # default: a request sent at that instant meets the close and fails with ReadError (seen
+        # on a busy machine). Reusing only connections idle for less than 2 s avoids the race.
+        limits = httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS)
+        return httpx.Client(base_url=self.backend.url, timeout=self.timeout, limits=limits)
 
     def _start_over(self, client: httpx.Client) -> None:
         """Later requests get fresh connections. Closing `client` now would break the requests
