@@ -63,6 +63,7 @@ class State:
         self.log_marks: dict[int, int] = {}
         # check name -> what it returned, for the checks that declared `after=` it
         self.outputs: dict[str, Any] = {}
+        self.warm_up_started = False  # Streamlit's testing API imported while backends boot
 
 
 STATE = pytest.StashKey[State]()
@@ -108,9 +109,8 @@ _STREAMLIT_TESTING = "streamlit.testing.v1"
 
 
 def _import_streamlit_in_background() -> threading.Thread | None:
-    """Import Streamlit's testing API (a second of imports) in a thread while the first backend
-    boots and the first checks run, which mostly wait for a backend; a page check that imports
-    it meanwhile waits for that import rather than redoing it."""
+    """Import Streamlit's testing API (a second of imports) in a thread while the first backends
+    boot; `spawn` waits for it to end before it returns."""
     if _STREAMLIT_TESTING in sys.modules:
         return None
 
@@ -324,7 +324,6 @@ def spawn(
     latest, by PID, whatever the checks did.
     """
     base = tmp_path_factory.mktemp("backends")
-    warm_up: list[threading.Thread | None] = []
 
     def _spawn(
         database_url: str,
@@ -345,15 +344,21 @@ def spawn(
             grader_state.backends.append(b)
             grader_state.log_marks[id(b)] = 0
             started.append(b)
-        if not warm_up:  # while the first backends boot
-            warm_up.append(_import_streamlit_in_background())
-        return start_all(started)
+        warm_up = None
+        if not grader_state.warm_up_started:  # while the first backends boot
+            grader_state.warm_up_started = True
+            warm_up = _import_streamlit_in_background()
+        try:
+            return start_all(started)
+        finally:
+            if warm_up is not None:
+                # An import mutates module-level dicts that pytest's own code iterates (CI met
+                # "dictionary changed size during iteration" in the next check's setup): it may
+                # overlap the boot, never pytest's work between and around the checks.
+                warm_up.join(timeout=60)
 
     yield _spawn
     stop_all(grader_state.backends)
-    for thread in warm_up:
-        if thread is not None:
-            thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")
