@@ -105,12 +105,19 @@ def cmd_check(manifest: Manifest, args: argparse.Namespace) -> int:
             f"grader: chapter {chapter.number} runs on {', '.join(chapter.databases)}, "
             f"not {args.db}"
         )
+    known = {m.id for m in chapter.milestones}
+    if strangers := [m for m in args.milestone if m not in known]:
+        raise SystemExit(
+            f"grader: chapter {chapter.number} has no milestone {', '.join(strangers)}; its "
+            f"milestones are {', '.join(sorted(known))}"
+        )
     run = run_checks(
         chapter,
         target,
         db=args.db,
         json_path=Path(args.json).resolve() if args.json else None,
         require_all=args.require_all,
+        extra=[f"--milestone={m}" for m in args.milestone],
     )
     if run.report is None:
         print(f"grader: the checks did not produce a report (pytest exit code {run.returncode})")
@@ -317,6 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default="sqlite", choices=DATABASE_KINDS)
     p.add_argument("--json", help="write the report as JSON to this file")
     p.add_argument("--require-all", action="store_true", help="a check that cannot run fails")
+    p.add_argument(
+        "--milestone",
+        action="append",
+        default=[],
+        metavar="N.K",
+        help="only this milestone and those it depends on (repeatable)",
+    )
 
     p = sub.add_parser("watch", help="re-check a chapter on every save")
     p.add_argument("chapter", type=int, nargs="?")

@@ -52,6 +52,14 @@ class Chapter:
                 return m
         raise KeyError(milestone_id)
 
+    def with_dependencies(self, milestone_ids: list[str]) -> set[str]:
+        """`milestone_ids` and every milestone they depend on, directly or through others."""
+        wanted = set(milestone_ids)
+        for m in reversed(self.milestones):  # a dependency is listed before what needs it
+            if m.id in wanted:
+                wanted.update(m.depends)
+        return wanted
+
 
 @dataclass(frozen=True)
 class Manifest:

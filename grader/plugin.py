@@ -47,6 +47,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=bool(os.environ.get("CI")),
         help="a check that cannot run (no database server) fails instead of skipping",
     )
+    group.addoption(
+        "--milestone",
+        action="append",
+        default=[],
+        help="run only this milestone's checks and those of the milestones it depends on",
+    )
 
 
 class State:
@@ -162,6 +168,14 @@ def pytest_collection_modifyitems(
         raise pytest.UsageError(f"checks mark milestones missing from workbook.toml: {unknown}")
     # Stable sort: manifest order between milestones, file order within one.
     items.sort(key=lambda item: order[_milestone_of(item)])
+    if chosen := config.getoption("milestone"):
+        if strangers := set(chosen) - order.keys():
+            raise pytest.UsageError(
+                f"chapter {state.chapter.number} has no milestone {', '.join(sorted(strangers))}"
+            )
+        wanted = state.chapter.with_dependencies(chosen)
+        config.hook.pytest_deselected(items=[i for i in items if _milestone_of(i) not in wanted])
+        items[:] = [i for i in items if _milestone_of(i) in wanted]
     option = config.getoption("target")
     state.target = Path(option).resolve() if option else REPO_ROOT / "chapters" / state.chapter.slug
     for m in state.chapter.milestones:

@@ -227,7 +227,10 @@ def render(report: Report, color: bool = False) -> str:
     exercises = [r for r in report.milestones if r.milestone.kind == "exercise"]
     passed = sum(r.status == Status.PASSED for r in exercises)
     out.append("")
+    checked = [r for r in exercises if r.status != Status.NOT_RUN]
     summary = f"{passed} of {len(exercises)} milestones pass"
+    if len(checked) < len(exercises):
+        summary = f"{passed} of the {len(checked)} milestones checked pass"
     if counts.get(Status.EXPECTED_FAILURE):
         summary += f"; {counts[Status.EXPECTED_FAILURE]} demo(s) failed as expected"
     if counts.get(Status.ERROR):
@@ -238,6 +241,10 @@ def render(report: Report, color: bool = False) -> str:
         out.append(
             f"Next: fix {first.milestone.id} ({first.milestone.title}); "
             f"`grader hint {first.milestone.id}` if you are stuck."
+        )
+    elif any(r.status == Status.NOT_RUN for r in report.milestones):
+        out.append(
+            f"Only some milestones were checked: `grader check {ch.number}` checks them all."
         )
     elif not report.has_failures and not any(r.status == Status.SKIPPED for r in report.milestones):
         others = [db for db in ch.databases if db != report.db]

@@ -2,9 +2,9 @@
 solutions written differently.
 
 Each mutant is the chapter 4 solution with one fault (see tests/mutants.py); it must fail its
-milestone with a `why` naming the fault, on every database it is run on, its dependents skipped
-and everything else passing. The right variants (named bound parameters in SQL text, a native
-Uuid column) must pass everything.
+milestone with a `why` naming the fault, on every database it is run on, every milestone
+before it passing (the later ones are not graded). The right variants (named bound parameters
+in SQL text, a native Uuid column) must pass everything.
 """
 
 from __future__ import annotations

@@ -451,6 +451,29 @@ def test_hint_for_an_unknown_milestone(bad: str) -> None:
     assert f"no milestone {bad!r}" in str(exc.value.code)
 
 
+def test_check_one_milestone_and_those_it_depends_on(
+    tmp_path: Path, fixture_chapter: Callable[[str], Path]
+) -> None:
+    """`--milestone 1.3` grades 1.3 and the milestones it needs (1.2, and 1.1 under it); 1.4,
+    which fails in this fixture, is not run, so the check passes."""
+    report = tmp_path / "report.json"
+    target = str(fixture_chapter("failing"))
+    proc = grader("check", "1", "--target", target, "--milestone", "1.3", "--json", str(report))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    statuses = {m["id"]: m["status"] for m in json.loads(report.read_text())["milestones"]}
+    assert statuses == {"1.1": "passed", "1.2": "passed", "1.3": "passed", "1.4": "not_run"}
+    assert re.search(r"^· 1\.4 .* — not run$", proc.stdout, re.MULTILINE), proc.stdout
+    assert "3 of the 3 milestones checked pass." in proc.stdout
+    assert "Only some milestones were checked: `grader check 1` checks them all." in proc.stdout
+
+
+@pytest.mark.parametrize("bad", ["1.9", "2.1"])
+def test_check_an_unknown_milestone(bad: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["check", "1", "--solution", "--milestone", bad])
+    assert f"chapter 1 has no milestone {bad}; its milestones are 1.1, 1.2" in str(exc.value.code)
+
+
 def test_check_a_folder_that_is_not_a_chapter(tmp_path: Path) -> None:
     proc = grader("check", "1", "--target", str(tmp_path))
     assert proc.returncode != 0

@@ -303,10 +303,12 @@ NO_LOCK_NEW = (
     "(SELECT ... FOR UPDATE on messages) locks nothing when there are none. Lock a row that "
     "exists before the first message: the thread's row in `threads`"
 )
+# Bursts through one instance, all whole, before 5.2 blames a lock in process memory.
+ONE_INSTANCE_BURSTS = 3
 PROCESS_LOCK = (
-    "turns at once through one instance took turns, through two instances they did not: a "
-    "lock in process memory (threading.Lock) holds within one process only. The lock must be "
-    "in the database, where every instance takes it"
+    f"{ONE_INSTANCE_BURSTS} bursts of turns at once through one instance took turns, through "
+    "two instances they did not: a lock in process memory (threading.Lock) holds within one "
+    "process only. The lock must be in the database, where every instance takes it"
 )
 
 
@@ -345,12 +347,15 @@ def expect_bursts_take_turns(
         sent = concurrent_counts(pair.backends, thread_id, held=held)
         expect_took_turns(pair, thread_id, earlier, sent, new=new)
     except CheckFailed as through_two:
-        alone, before = thread()
-        try:
-            sent = concurrent_counts(pair.backends[:1], alone, held=held)
-            expect_took_turns(pair, alone, before, sent, new=new)
-        except CheckFailed:
-            raise through_two from None
+        # A lock in process memory serializes every burst through one instance; other faults
+        # interleave there too, if not every time: only bursts that all come out whole say so.
+        for _ in range(ONE_INSTANCE_BURSTS):
+            alone, before = thread()
+            try:
+                sent = concurrent_counts(pair.backends[:1], alone, held=held)
+                expect_took_turns(pair, alone, before, sent, new=new)
+            except CheckFailed:
+                raise through_two from None
         fail(PROCESS_LOCK, expected="the same through two instances as through one")
 
 

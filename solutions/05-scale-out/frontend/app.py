@@ -1,9 +1,10 @@
-"""Chapter 5 (chapter 4's page): a Streamlit chat page that holds nothing but a thread id, in
-the URL.
+"""Chapter 5: chapter 4's chat page, which holds nothing but a thread id in the URL, now
+sending each prompt with an Idempotency-Key.
 
 The conversation lives in the backend's database. On every run the page asks
 `GET /history/{thread_id}` and draws what it gets, so a refresh, a second tab or a shared link
-shows the same conversation, whichever backend process answers.
+shows the same conversation, whichever backend process answers. A prompt whose answer is lost
+on the way is sent once more with the same key: the backend stores it once either way.
 """
 
 import json
@@ -22,6 +23,10 @@ st.caption("Try “roll 2d6+1”, “tell me about the dragon”, or “what was
 
 class BackendProblem(Exception):
     """Talking to the backend went wrong; the message says what happened and what to do."""
+
+
+class NoAnswer(BackendProblem):
+    """The request got no answer from a backend: it may or may not have been carried out."""
 
 
 def as_code(text: str) -> str:
@@ -45,10 +50,15 @@ def backend(method: str, path: str, **kwargs) -> httpx.Response:
     try:
         response = httpx.request(method, f"{BACKEND_URL}{path}", timeout=30, **kwargs)
     except httpx.HTTPError as exc:
-        raise BackendProblem(
+        raise NoAnswer(
             f"Could not reach the backend at {BACKEND_URL} ({type(exc).__name__}). "
-            "Is it running? Start it with `grader run 4`, then reload this page."
+            "Is it running? Start it with `grader run 5`, then reload this page."
         ) from exc
+    if response.status_code in (502, 504):  # nginx: the instance it chose did not answer
+        raise NoAnswer(
+            f"No backend instance answered {method} {path} ({response.status_code} from the "
+            "load balancer). Are the instances running? Try again in a moment."
+        )
     if response.status_code == 501:
         raise BackendProblem(
             f"The backend says: {_detail(response)}. Finish that TODO in backend/, then reload."
@@ -57,6 +67,11 @@ def backend(method: str, path: str, **kwargs) -> httpx.Response:
         raise BackendProblem(
             f"The backend rejected {method} {path}: {_detail(response)}. "
             "Change your message and send it again."
+        )
+    if response.status_code == 409:  # a resend while the first try is still being answered
+        raise BackendProblem(
+            f"The backend is still answering this message: {_detail(response)}. "
+            "Reload the page in a moment to see the answer."
         )
     if response.status_code == 503:
         raise BackendProblem(
@@ -96,10 +111,22 @@ def is_thread_id(text: str) -> bool:
         return False
 
 
+# --8<-- [start:send-prompt]
 def send_prompt(prompt: str, thread_id: str | None) -> str:
-    """One turn: the backend stores it; the answer names the thread (a new one if None)."""
-    body = backend("POST", "/chat", json={"prompt": prompt, "thread_id": thread_id}).json()
-    return body["thread_id"]
+    """One turn: the backend stores it; the answer names the thread (a new one if None).
+
+    An instance killed mid-turn, or a connection cut, leaves the page not knowing whether the
+    turn was stored. Sending it again is safe only because both tries carry one key: the
+    backend replays the stored answer instead of storing the turn twice.
+    """
+    body = {"prompt": prompt, "thread_id": thread_id}
+    headers = {"Idempotency-Key": str(uuid.uuid4())}
+    try:
+        answer = backend("POST", "/chat", json=body, headers=headers)
+    except NoAnswer:
+        answer = backend("POST", "/chat", json=body, headers=headers)
+    return answer.json()["thread_id"]
+    # --8<-- [end:send-prompt]
 
 
 def clear_history(thread_id: str) -> None:
