@@ -10,13 +10,10 @@ reported as `error`, never blamed on the learner.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import os
 import re
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +25,7 @@ from grader.databases import Databases
 from grader.dbservers.errors import DatabaseUnavailable
 from grader.manifest import DATABASE_KINDS, Chapter, Manifest, load
 from grader.report import MilestoneResult, Report, Status, render
-from grader.toolkit import forkserver, steps
+from grader.toolkit import forkserver, preload, steps
 from grader.toolkit.causes import raised
 from grader.toolkit.chat import ChatApi
 from grader.toolkit.expect import CheckFailed
@@ -69,7 +66,6 @@ class State:
         self.log_marks: dict[int, int] = {}
         # check name -> what it returned, for the checks that declared `after=` it
         self.outputs: dict[str, Any] = {}
-        self.warm_up_started = False  # Streamlit's testing API imported while backends boot
 
 
 STATE = pytest.StashKey[State]()
@@ -109,25 +105,6 @@ def _start_fork_server(config: pytest.Config) -> None:
         server.close()
 
     config.add_cleanup(close)
-
-
-_STREAMLIT_TESTING = "streamlit.testing.v1"
-
-
-def _import_streamlit_in_background() -> threading.Thread | None:
-    """Import Streamlit's testing API (a second of imports) in a thread while the first backends
-    boot; `spawn` waits for it to end before it returns."""
-    if _STREAMLIT_TESTING in sys.modules:
-        return None
-
-    def load() -> None:
-        # On an error, the page check imports it again and reports what is wrong.
-        with contextlib.suppress(Exception):
-            __import__(_STREAMLIT_TESTING)
-
-    thread = threading.Thread(target=load, name="grader-streamlit-import", daemon=True)
-    thread.start()
-    return thread
 
 
 def _milestone_of(item: pytest.Item) -> str | None:
@@ -358,18 +335,10 @@ def spawn(
             grader_state.backends.append(b)
             grader_state.log_marks[id(b)] = 0
             started.append(b)
-        warm_up = None
-        if not grader_state.warm_up_started:  # while the first backends boot
-            grader_state.warm_up_started = True
-            warm_up = _import_streamlit_in_background()
         try:
             return start_all(started)
         finally:
-            if warm_up is not None:
-                # An import mutates module-level dicts that pytest's own code iterates (CI met
-                # "dictionary changed size during iteration" in the next check's setup): it may
-                # overlap the boot, never pytest's work between and around the checks.
-                warm_up.join(timeout=60)
+            preload.finish()  # Streamlit's testing API, imported while the backends boot
 
     yield _spawn
     stop_all(grader_state.backends)

@@ -43,6 +43,10 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+# Chapters 1 and 2 keep everything in process memory; chapter 3 brings the table.
+FIRST_CHAPTER_WITH_A_DATABASE = 3
+
+
 def database_url(db: str, target: Path) -> str:
     if db == "sqlite":
         # Relative to the chapter folder, where the backend runs: the file sits beside your code.
@@ -128,9 +132,11 @@ def run_app(chapter: Chapter, target: Path, args: argparse.Namespace) -> int:
             ]
         frontend = subprocess.Popen(frontend_cmd, cwd=target, env=env, start_new_session=True)
         others.append(frontend)
+        lines.append(f"  frontend: http://127.0.0.1:{args.frontend_port}")
+        if chapter.number >= FIRST_CHAPTER_WITH_A_DATABASE:
+            lines.append(f"  database: {describe_database(url, target)}")
         print(
-            "\n" + "\n".join(lines) + f"\n  frontend: http://127.0.0.1:{args.frontend_port}\n"
-            f"  database: {describe_database(url, target)}\n\n"
+            "\n" + "\n".join(lines) + "\n\n"
             f"Open the frontend and chat. Next: edit chapters/{chapter.slug}, then run "
             f"`grader check {chapter.number}` (in another terminal, after `source .venv/bin/activate`). "
             "Ctrl-C stops everything.\n",

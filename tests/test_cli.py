@@ -231,11 +231,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_run_banner_names_the_sqlite_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("slug", ["01-baseline", "03-stateless-history"])
+def test_the_run_banner_names_the_sqlite_file_from_chapter_3(slug: str, tmp_path: Path) -> None:
+    """Chapters 1 and 2 keep their conversations in memory: their banner names no database."""
     target = tmp_path / "chapter"
-    copy_tree(REPO_ROOT / "solutions" / "01-baseline", target)
+    copy_tree(REPO_ROOT / "solutions" / slug, target)
     env = {**os.environ, "DATABASE_URL": "sqlite:///./here.db", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "grader", "run", "1", "--target", str(target)]
+    cmd = [sys.executable, "-m", "grader", "run", slug[:2].lstrip("0"), "--target", str(target)]
     cmd += ["--backend-port", str(_free_port()), "--frontend-port", str(_free_port())]
     proc = subprocess.Popen(
         cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
@@ -247,13 +249,18 @@ def test_the_run_banner_names_the_sqlite_file(tmp_path: Path) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             seen.append(line)
-            if "database:" in line:
+            if "Ctrl-C stops everything" in line:  # the banner's last line
                 break
     finally:
         watchdog.cancel()
         proc.send_signal(signal.SIGTERM)  # `grader run` stops both of its children
         proc.wait(timeout=30)
-    assert f"  database: SQLite file {target / 'here.db'}\n" in seen, "".join(seen)
+    banner = "".join(seen)
+    assert "  frontend: http://127.0.0.1:" in banner, banner
+    if slug.startswith("01"):
+        assert "database:" not in banner, banner
+    else:
+        assert f"  database: SQLite file {target / 'here.db'}\n" in seen, banner
 
 
 def test_the_banner_names_a_server_without_its_password() -> None:

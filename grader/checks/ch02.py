@@ -14,8 +14,6 @@ from grader.toolkit.milestone import milestone
 from grader.toolkit.preload import in_background
 from grader.toolkit.procs import Backend
 
-# The page checks import grader.toolkit.page (and so Streamlit, a second of imports) when they
-# run, while the plugin warms it up in the background: the backend checks do not wait for it.
 DICE = "roll 2d6+1"
 DICE_TURN = ["model: function_call", "tool: function_response", "model: text"]
 

@@ -675,9 +675,10 @@ def expect_each_acknowledged_turn_once(backend: Backend, load: Load, after: str)
     by_thread: dict[str, list[tuple[str, int]]] = {}
     for thread_id, prompt, status, _ in load.sent:
         by_thread.setdefault(thread_id, []).append((prompt, status))
+    with ChatApi(backend) as chat:
+        stored_of = {thread_id: chat.history(thread_id) for thread_id in by_thread}
     for thread_id, sent in by_thread.items():
-        with ChatApi(backend) as chat:
-            stored = chat.history(thread_id)
+        stored = stored_of[thread_id]
         turns = split_turns(stored)
         half = [t for t in turns if len(t) < 2 or t[1]["role"] == "user"]
         expect(

@@ -1,10 +1,12 @@
 """Import a slow module in the background, while the first checks wait on their backends.
 
-Streamlit's testing API takes about a second to import. A chapter whose page checks come after
-its backend checks starts that import when its module is collected: the backend checks spend
-most of their time waiting on another process, so the import runs in their shadow, and the first
-page check finds it done. A check that imports the module before the thread is done simply waits
-for it (Python's import lock), and a run that stops early loses nothing: the thread is a daemon.
+Streamlit's testing API takes about a second to import. A chapter with page checks starts that
+import when its check module is collected (`in_background("grader.toolkit.page")`): the first
+backends boot meanwhile, in another process. `spawn` then waits for it (`finish`) before it
+hands its backends to the first check, because an import changes module-level dicts that
+pytest's own code iterates between checks (CI met "dictionary changed size during iteration"):
+the import may overlap a boot, never pytest's work. A chapter without page checks imports
+nothing of Streamlit at all.
 """
 
 from __future__ import annotations
@@ -12,10 +14,19 @@ from __future__ import annotations
 import importlib
 import threading
 
+_started: list[threading.Thread] = []
+
 
 def in_background(module: str) -> threading.Thread:
     thread = threading.Thread(
         target=importlib.import_module, args=(module,), name=f"preload {module}", daemon=True
     )
     thread.start()
+    _started.append(thread)
     return thread
+
+
+def finish(timeout: float = 60) -> None:
+    """Wait for every import started in the background so far."""
+    while _started:
+        _started.pop().join(timeout)
