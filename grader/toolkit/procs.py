@@ -35,10 +35,22 @@ class BackendError(RuntimeError):
         self.log = log
 
 
+# Ports this process handed out. The kernel may offer a port again as soon as the probe socket
+# below is closed, before the backend given it has bound it: CI saw two of three backends
+# started together get one port.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never one this process handed out before."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise OSError("no loopback port left that this process has not handed out already")
 
 
 def _signal_zero(send, target: int) -> bool:
