@@ -168,8 +168,8 @@ class Graded:
         return self.milestones[mid]["rationale"]
 
 
-# Milestones whose checks freeze the database server: a grader run can only do that to a
-# server it started itself (one named by GRADER_*_URL may be someone's own).
+# Milestones whose checks freeze and restart the database server: a grader run can only do
+# that to a server it started itself (one named by GRADER_*_URL may be someone's own).
 FREEZE_THE_SERVER = {"5.4"}
 # Otherwise the grade runs of one test process share one throwaway server of each kind, named to
 # them by GRADER_*_URL, instead of starting and stopping one each: seconds saved per run. It is

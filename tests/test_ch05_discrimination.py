@@ -15,6 +15,7 @@ from mutants import SOLUTIONS, Edit, Mutant, Overlay, caught, derive, grade, run
 
 CHAPTER, SLUG = 5, "05-scale-out"
 MAIN, STORE, KEYS = "backend/main.py", "backend/store.py", "backend/idempotency.py"
+DB = "backend/db.py"
 SQLITE, POSTGRES, MYSQL = (
     "sqlite",
     pytest.param("postgres", marks=pytest.mark.databases),
@@ -136,6 +137,28 @@ MUTANTS = {
         fails="5.4",
         says=r"must answer 503 within about a second: give its database round trip a timeout",
     ),
+    "no-deadline": Mutant(  # "Postgres has statement_timeout": not when it is frozen
+        "no-deadline",
+        (Edit(DB, '    if kind == "postgresql":\n        cut_after_deadline(engine)\n', ""),),
+        fails="5.4",
+        says=r"with the database frozen, a turn must get 503 within about 6 s.*deadline of "
+        r"its own",
+    ),
+    "ready-keeps-a-connection": Mutant(  # "a probe should not borrow from the pool each time"
+        "ready-keeps-a-connection",
+        (
+            Edit(
+                MAIN,
+                "def ping_database() -> None:\n    with Database() as db:\n        store.ping(db)\n",
+                "_probe = []\n\n\ndef ping_database() -> None:\n    if not _probe:\n"
+                "        _probe.append(engine.connect())\n"
+                '    _probe[0].exec_driver_sql("SELECT 1")\n',
+            ),
+        ),
+        fails="5.4",
+        says=r"once the database answers again, /health/ready must say 200 by itself, without "
+        r"a restart of the backend",
+    ),
     "health-touches-database": Mutant(
         "health-touches-database",
         (
@@ -182,6 +205,8 @@ RUNS = [
     ("key-after-turn", SQLITE),
     ("ready-without-database", POSTGRES),
     ("ready-without-timeout", POSTGRES),
+    ("no-deadline", POSTGRES),
+    ("ready-keeps-a-connection", MYSQL),
     ("health-touches-database", MYSQL),
     ("exits-on-sigterm", SQLITE),
 ]

@@ -37,6 +37,7 @@ from sqlalchemy import (
     make_url,
     text,
 )
+from sqlalchemy.pool import NullPool
 
 from grader import REPO_ROOT
 from grader.cli import main
@@ -46,7 +47,7 @@ from grader.dbservers.cli import db_command
 from grader.dbservers.errors import DatabaseUnavailable, how_to_get
 from grader.dbservers.session import session_server
 from grader.dbservers.show import show_command
-from grader.dbservers.start import start
+from grader.dbservers.start import start, stopped
 from grader.dbservers.urls import DRIVERS, ENV_URLS, PACKAGES, learner_url
 from grader.toolkit.procs import Backend, free_port, pid_alive
 
@@ -116,6 +117,27 @@ def test_two_fresh_databases_are_isolated_and_the_server_is_gone_after_stop(serv
     assert not workdir.exists(), "the data directory is still there after stop()"
     with pytest.raises(Exception):  # noqa: B017  (whatever the driver raises)
         create_engine(first).connect()
+
+
+def test_a_stopped_server_refuses_then_starts_again_on_its_data_and_port(server):
+    url = server.create_database("grader_restarted")
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE notes (body VARCHAR(100))"))
+        conn.execute(text("INSERT INTO notes (body) VALUES ('kept')"))
+    pid, port = server.pid, server.port
+    with stopped(server):
+        assert not pid_alive(pid), "the server's process is still alive while stopped"
+        with pytest.raises(Exception):  # noqa: B017  (whatever the driver raises)
+            engine.connect()
+    assert server.pid != pid and pid_alive(server.pid)
+    assert server.port == port
+    with engine.connect() as conn:  # same URL, password included
+        assert conn.execute(text("SELECT body FROM notes")).scalar_one() == "kept"
+    engine.dispose()
+    restarted = server.pid
+    server.stop()
+    assert not pid_alive(restarted), "stop() must stop the restarted process"
 
 
 @pytest.mark.parametrize("kind", KINDS)

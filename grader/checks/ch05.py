@@ -550,6 +550,33 @@ def timed_get(backend: Backend, path: str, timeout: float = 10) -> tuple[int, fl
     return status, time.monotonic() - start
 
 
+# SPEC: a request's database work has a deadline of about 6 s, then it is answered 503.
+TURN_BOUND_SECONDS = 8.0
+
+
+def timed_turn(backend: Backend) -> tuple[int, float, str]:
+    """(status, seconds, body) of one POST /chat; status 0 when it got no answer in 15 s."""
+    start = time.monotonic()
+    body = {"prompt": "Does anyone hear me?", "thread_id": str(uuid.uuid4())}
+    try:
+        r = httpx.post(backend.url + "/chat", json=body, timeout=15)
+    except httpx.TimeoutException:
+        return 0, time.monotonic() - start, ""
+    return r.status_code, time.monotonic() - start, r.text
+
+
+def expect_turn_bounded(status: int, seconds: float, body: str, during: str) -> None:
+    expect(
+        status == 503 and seconds < TURN_BOUND_SECONDS,
+        f"{during}, a turn must get 503 within about 6 s, then the client may retry "
+        "elsewhere. A frozen server cannot enforce its own statement_timeout, and a driver "
+        "may wait on its socket for ever: the backend needs a deadline of its own on each "
+        "request's database work (backend/db.py)",
+        expected=f"503 in under {TURN_BOUND_SECONDS:.0f} s",
+        actual=f"{status or 'no answer'} after {seconds:.1f} s {shorten(body, 200)}",
+    )
+
+
 @contextmanager
 def database_frozen(databases: Databases) -> Iterator[None]:
     """The database server stopped dead (SIGSTOP): its port still accepts, nothing answers."""
@@ -557,6 +584,19 @@ def database_frozen(databases: Databases) -> Iterator[None]:
     if pid is None:
         pytest.skip("the database server was not started by the grader: it cannot freeze it")
     with frozen(pid):
+        yield
+
+
+@contextmanager
+def database_stopped(databases: Databases) -> Iterator[None]:
+    """The database server shut down (its port refuses), then started again: a restart that
+    kills every connection the backend holds."""
+    from grader.dbservers.start import stopped
+
+    server = databases.server
+    if server.pid is None:
+        pytest.skip("the database server was not started by the grader: it cannot stop it")
+    with stopped(server):
         yield
 
 
@@ -574,13 +614,15 @@ def write_locked(pair: Pair) -> Iterator[None]:
 
 @milestone("5.4", after=ready_when_the_database_answers)
 def readiness_follows_the_database(_: None, pair: Pair, databases: Databases) -> None:
-    """While the database does not answer, /health/ready says 503 within about a second and
-    /health stays instant; once it answers again, the instance is ready by itself."""
+    """While the database does not answer (frozen, then stopped), /health/ready says 503 within
+    about a second, /health stays instant and a turn gets 503 within about 6 s; once the
+    database answers again, the instance is ready and serves turns by itself."""
     backend = pair.backends[0]
     if databases.kind == "sqlite":
         # SQLite has no server to stop; a held write lock is its outage. In WAL mode reads go
         # on, so the instance stays ready, while a turn gets a 503 once its deadline passes.
-        with write_locked(pair):
+        with write_locked(pair), ThreadPoolExecutor(1) as pool:
+            turn = pool.submit(timed_turn, backend)
             status, seconds = timed_get(backend, "/health/ready", timeout=5)
             expect(
                 status == 200,
@@ -589,39 +631,65 @@ def readiness_follows_the_database(_: None, pair: Pair, databases: Databases) ->
                 expected="200 within a second",
                 actual=f"{status or 'no answer'} after {seconds:.1f} s",
             )
-    else:
-        with database_frozen(databases):
-            status, seconds = timed_get(backend, "/health/ready", timeout=5)
-            health, health_s = timed_get(backend, "/health", timeout=5)
-        expect(
-            not (status == 200 and seconds < 1),
-            "with the database frozen, GET /health/ready answered 200 at once: readiness must "
-            "ask the database (one query) and answer 503 when it gets no answer",
-            expected="503 in about 1 s",
-            actual=f"200 after {seconds:.1f} s",
-        )
-        expect(
-            status == 503 and seconds < 2.5,
-            "with the database frozen, GET /health/ready must answer 503 within about a second: "
-            "give its database round trip a timeout (1 s) and answer 503 when it passes",
-            expected="503 in about 1 s",
-            actual=f"{status or 'no answer'} after {seconds:.1f} s",
-        )
-        expect(
-            health == 200 and health_s < 0.5,
-            "with the database frozen, GET /health (liveness) must answer 200 at once: it must "
-            "not touch the database, or an orchestrator restarts every instance for an outage "
-            "a restart cannot fix",
-            expected="200 in under 0.5 s",
-            actual=f"{health or 'no answer'} after {health_s:.1f} s",
-        )
+            expect_turn_bounded(*turn.result(), "with SQLite's write lock held elsewhere")
+        expect_serving_again(backend, "the write lock is released")
+        return
+    # Frozen first: it is the outage a timeout must cut short. Stopped, the port refuses at
+    # once, and what it finds is a backend that keeps its dead connections after the restart.
+    expect_outage_answered(backend, database_frozen(databases), "frozen")
+    expect_serving_again(backend, "the database answers again")
+    expect_outage_answered(backend, database_stopped(databases), "stopped")
+    expect_serving_again(backend, "the database is started again")
+
+
+def expect_outage_answered(
+    backend: Backend, outage: AbstractContextManager[None], how: str
+) -> None:
+    with outage, ThreadPoolExecutor(1) as pool:
+        turn = pool.submit(timed_turn, backend)
+        status, seconds = timed_get(backend, "/health/ready", timeout=5)
+        health, health_s = timed_get(backend, "/health", timeout=5)
+        turned = turn.result()
+    expect(
+        not (status == 200 and seconds < 1),
+        f"with the database {how}, GET /health/ready answered 200 at once: readiness must "
+        "ask the database (one query) and answer 503 when it gets no answer",
+        expected="503 in about 1 s",
+        actual=f"200 after {seconds:.1f} s",
+    )
+    expect(
+        status == 503 and seconds < 2.5,
+        f"with the database {how}, GET /health/ready must answer 503 within about a second: "
+        "give its database round trip a timeout (1 s) and answer 503 when it passes",
+        expected="503 in about 1 s",
+        actual=f"{status or 'no answer'} after {seconds:.1f} s",
+    )
+    expect(
+        health == 200 and health_s < 0.5,
+        f"with the database {how}, GET /health (liveness) must answer 200 at once: it must "
+        "not touch the database, or an orchestrator restarts every instance for an outage "
+        "a restart cannot fix",
+        expected="200 in under 0.5 s",
+        actual=f"{health or 'no answer'} after {health_s:.1f} s",
+    )
+    expect_turn_bounded(*turned, f"with the database {how}")
+
+
+def expect_serving_again(backend: Backend, once: str) -> None:
     ok = wait_until(lambda: timed_get(backend, "/health/ready", timeout=3)[0] == 200, timeout=10)
     expect(
         ok,
-        "once the database answers again, /health/ready must say 200 by itself, without a "
-        "restart (a failed connection must not stay in the pool)",
+        f"once {once}, /health/ready must say 200 by itself, without a restart of the "
+        "backend (a broken connection must not be kept and reused)",
         expected="200 within 10 s",
         actual=f"{timed_get(backend, '/health/ready')[0]}",
+    )
+    status, seconds, body = timed_turn(backend)
+    expect(
+        status == 200,
+        f"once {once} and /health/ready says 200, a turn must be answered again",
+        expected="200",
+        actual=f"{status or 'no answer'} after {seconds:.1f} s {shorten(body, 200)}",
     )
 
 

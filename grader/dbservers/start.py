@@ -7,6 +7,8 @@ that already holds data, the server starts on it as it is (the persistent `grade
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,10 @@ from grader.dbservers.launch import (
     socket_dir,
     throwaway_password,
 )
-from grader.dbservers.server import Server
+from grader.dbservers.server import STOP_GRACE, Server, first_signal, forget
 from grader.dbservers.urls import make_sqlalchemy_url
+from grader.toolkit import steps
+from grader.toolkit.procs import stop_group
 
 
 def start(kind: str, **kwargs: Any) -> Server:
@@ -33,6 +37,24 @@ def start(kind: str, **kwargs: Any) -> Server:
     if kind == "mysql":
         return start_mysql(**kwargs)
     raise ValueError(f"unknown database kind {kind!r}")
+
+
+@contextmanager
+def stopped(server: Server) -> Iterator[None]:
+    """`server` shut down for the block (its port refuses connections), then started again on
+    its data and port: to its clients, a database restart that kills their connections."""
+    if server._proc is None or server.workdir is None:
+        raise ValueError("only a server this process started can be stopped and started again")
+    stop_group(server._proc, first_signal(server.kind), STOP_GRACE)
+    steps.record(f"stopped the {server.kind} server (process {server.pid})")
+    try:
+        yield
+    finally:
+        again = start(server.kind, workdir=server.workdir, port=server.port, keep=server.keep)
+        # The same server to everyone who holds it: same data, port and login, a new process.
+        server.pid, server._proc = again.pid, again._proc
+        forget(again)
+        steps.record(f"started the {server.kind} server again (process {server.pid})")
 
 
 # --- Postgres ----------------------------------------------------------------------------------
