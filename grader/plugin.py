@@ -14,6 +14,7 @@ import inspect
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,14 @@ from grader import REPO_ROOT
 from grader.databases import Databases
 from grader.dbservers.errors import DatabaseUnavailable
 from grader.manifest import DATABASE_KINDS, Chapter, Manifest, load
-from grader.report import MilestoneResult, Report, Status, render
+from grader.report import (
+    MilestoneResult,
+    Report,
+    Status,
+    render_header,
+    render_milestone,
+    render_summary,
+)
 from grader.toolkit import forkserver, preload, steps
 from grader.toolkit.causes import raised
 from grader.toolkit.chat import ChatApi
@@ -66,6 +74,11 @@ class State:
         self.log_marks: dict[int, int] = {}
         # check name -> what it returned, for the checks that declared `after=` it
         self.outputs: dict[str, Any] = {}
+        self.report: Report | None = None
+        # Checks not finished yet, per milestone; the milestones printed so far, in order.
+        self.unfinished: Counter[str] = Counter()
+        self.shown = 0
+        self.color = os.isatty(1)
 
 
 STATE = pytest.StashKey[State]()
@@ -161,6 +174,48 @@ def pytest_collection_modifyitems(
     for mid, result in state.results.items():
         if mid not in selected:
             result.status = Status.NOT_RUN
+    state.unfinished = Counter(_milestone_of(i) for i in items)
+    state.report = Report(
+        chapter=state.chapter,
+        target=state.target,
+        db=state.db,
+        milestones=list(state.results.values()),
+    )
+
+
+# --- the report, printed as it settles: the first failure shows while later checks run -----------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    state = _state(session.config)
+    if state.report is not None and not session.config.option.collectonly:
+        _print(render_header(state.report, state.color))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[Any]:
+    result = yield
+    state = _state(item.config)
+    state.unfinished[_milestone_of(item)] -= 1
+    _show_settled(state)
+    return result
+
+
+def _show_settled(state: State, everything: bool = False) -> None:
+    """Print, in manifest order, each milestone whose checks have all run (or all of them)."""
+    milestones = state.report.milestones if state.report is not None else []
+    while state.shown < len(milestones):
+        result = milestones[state.shown]
+        if not everything and state.unfinished[result.milestone.id] > 0:
+            return
+        result.finish(state.target)
+        _print(render_milestone(result, state.color))
+        state.shown += 1
+
+
+def _print(lines: list[str]) -> None:
+    print("\n".join(lines), flush=True)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -247,17 +302,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         b.stop()
     if state.chapter is None or state.target is None:  # the checks failed to load
         return
-    if session.config.option.collectonly:  # nothing ran: there is nothing to report
+    report = state.report
+    if report is None or session.config.option.collectonly:  # nothing ran: nothing to report
         return
-    report = Report(
-        chapter=state.chapter,
-        target=state.target,
-        db=state.db,
-        milestones=list(state.results.values()),
-    )
-    for r in report.milestones:
-        r.finish(state.target)
-    print(render(report, color=os.isatty(1)), flush=True)
+    _show_settled(state, everything=True)  # those left when a run stops early (Ctrl-C)
+    _print(render_summary(report, state.color))
     json_path = session.config.getoption("grader_json")
     if json_path:
         Path(json_path).write_text(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))

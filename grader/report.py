@@ -199,34 +199,43 @@ def _error(r: MilestoneResult) -> list[str]:
     return out
 
 
-def render(report: Report, color: bool = False) -> str:
+def render_header(report: Report, color: bool = False) -> list[str]:
     ch = report.chapter
-    out = [
+    return [
         _paint(f"Chapter {ch.number} · {ch.title}", "1", color),
         f"  checking {_shown(report.target)} on {report.db}",
         "",
     ]
-    for r in report.milestones:
-        m = r.milestone
-        symbol = _paint(r.status.symbol, r.status.color, color)
-        label = f"{m.id} {'demo: ' if m.kind == 'demo' else ''}{m.title}"
-        if r.status == Status.SKIPPED:
-            out.append(f"{symbol} {label} — {r.rationale}")
-        elif r.status == Status.NOT_RUN:
-            out.append(f"{symbol} {label} — not run")
-        else:
-            out.append(f"{symbol} {label}")
-        if r.status == Status.EXPECTED_FAILURE:
-            out.append(f"    as expected, this fails: {r.rationale}")
-            out.append(f"    lesson:   {m.lesson}")
-        elif r.status in (Status.FAILED, Status.UNEXPECTED_PASS):
-            out += _failure(r)
-        elif r.status == Status.ERROR:
-            out += _error(r)
+
+
+def render_milestone(r: MilestoneResult, color: bool = False) -> list[str]:
+    """One milestone's lines, once it is settled (`finish()`ed)."""
+    m = r.milestone
+    symbol = _paint(r.status.symbol, r.status.color, color)
+    label = f"{m.id} {'demo: ' if m.kind == 'demo' else ''}{m.title}"
+    if r.status == Status.SKIPPED:
+        out = [f"{symbol} {label} — {r.rationale}"]
+    elif r.status == Status.NOT_RUN:
+        out = [f"{symbol} {label} — not run"]
+    else:
+        out = [f"{symbol} {label}"]
+    if r.status == Status.EXPECTED_FAILURE:
+        out.append(f"    as expected, this fails: {r.rationale}")
+        out.append(f"    lesson:   {m.lesson}")
+    elif r.status in (Status.FAILED, Status.UNEXPECTED_PASS):
+        out += _failure(r)
+    elif r.status == Status.ERROR:
+        out += _error(r)
+    return out
+
+
+def render_summary(report: Report, color: bool = False) -> list[str]:
+    """The closing lines: what passed, and what to do next."""
+    ch = report.chapter
     counts = report.counts()
     exercises = [r for r in report.milestones if r.milestone.kind == "exercise"]
     passed = sum(r.status == Status.PASSED for r in exercises)
-    out.append("")
+    out = [""]
     checked = [r for r in exercises if r.status != Status.NOT_RUN]
     summary = f"{passed} of {len(exercises)} milestones pass"
     if len(checked) < len(exercises):
@@ -255,4 +264,12 @@ def render(report: Report, color: bool = False) -> str:
             )
         else:
             out.append(f"Chapter {ch.number} is done. `grader status` shows what comes next.")
-    return "\n".join(out)
+    return out
+
+
+def render(report: Report, color: bool = False) -> str:
+    """The whole report; the plugin prints the same lines piece by piece as checks finish."""
+    lines = render_header(report, color)
+    for r in report.milestones:
+        lines += render_milestone(r, color)
+    return "\n".join(lines + render_summary(report, color))

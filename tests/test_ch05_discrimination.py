@@ -272,9 +272,13 @@ ADVISORY_LOCK = (Overlay(STORE, "right/ch05-advisory-lock.py", replaces=("lock_t
             id="sfu-postgres",
             marks=POSTGRES.marks,
         ),
-        # Not on MariaDB yet: once in CI (1 of 4 runs that day) this variant failed 5.2 there,
-        # its turns through two instances stale. Either the variant or the check is wrong on
-        # MariaDB; until that is known, this test does not claim it is right there.
+        pytest.param(
+            "select-for-update",
+            SELECT_FOR_UPDATE,
+            *MYSQL.values,
+            id="sfu-mysql",
+            marks=MYSQL.marks,
+        ),
         pytest.param(
             "advisory-lock",
             ADVISORY_LOCK,

@@ -9,6 +9,7 @@ check` runs the real ones (pytest with the plugin, its terminal output off, a JS
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,13 +50,18 @@ def blocked(value: None) -> None:
 '''
 
 
+def _pytest(module: Path, report: Path, tmp_path: Path) -> list[str]:
+    """`grader check`'s pytest command for a throwaway check module of chapter 1."""
+    cmd = [sys.executable, "-m", "pytest", str(module), "-p", "grader.plugin", "-p", "no:terminal"]
+    cmd += ["-p", "no:cacheprovider", f"--rootdir={REPO_ROOT}", f"--target={PASSING}"]
+    return [*cmd, f"--grader-json={report}", f"--basetemp={tmp_path / 'work'}"]
+
+
 def test_after_blocked_and_error(tmp_path: Path) -> None:
     module = tmp_path / "checks_flow.py"
     module.write_text(CHECKS, encoding="utf-8")
     report = tmp_path / "report.json"
-    cmd = [sys.executable, "-m", "pytest", str(module), "-p", "grader.plugin", "-p", "no:terminal"]
-    cmd += ["-p", "no:cacheprovider", f"--rootdir={REPO_ROOT}", f"--target={PASSING}"]
-    cmd += [f"--grader-json={report}", f"--basetemp={tmp_path / 'work'}"]
+    cmd = _pytest(module, report, tmp_path)
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     milestones = {m["id"]: m for m in json.loads(report.read_text())["milestones"]}
     statuses = {mid: m["status"] for mid, m in milestones.items()}
@@ -75,6 +81,61 @@ def test_after_blocked_and_error(tmp_path: Path) -> None:
     assert "This is a fault in the grader, not in your code." in block
     assert "why:" not in block.split("– 1.4")[0], "an error is not reported as the learner's fault"
     assert "the grader broke on 1" in proc.stdout
+
+
+SLOW_SECOND = '''
+import os
+import time
+from pathlib import Path
+
+from grader.toolkit.expect import fail
+from grader.toolkit.milestone import milestone
+
+
+@milestone("1.1")
+def passes() -> None:
+    """What 1.2 and 1.4 depend on."""
+
+
+@milestone("1.2")
+def fails_at_once() -> None:
+    """The first failure."""
+    fail("this milestone fails")
+
+
+@milestone("1.4")
+def waits_for_the_reader() -> None:
+    """Runs on until the test has read 1.2's failure from the output (or 60 s pass)."""
+    go = Path(os.environ["GO_FILE"])
+    for _ in range(600):
+        if go.exists():
+            return
+        time.sleep(0.1)
+    fail("1.2's line was not printed while this check ran")
+'''
+
+
+def test_each_milestone_is_printed_once_its_checks_ran(tmp_path: Path) -> None:
+    """A learner sees the first failure while the later checks still run (a chapter's whole
+    run can take many seconds): 1.4 runs on until the test has read 1.2's ✗ line."""
+    module = tmp_path / "checks_slow.py"
+    module.write_text(SLOW_SECOND, encoding="utf-8")
+    go = tmp_path / "go"
+    cmd = _pytest(module, tmp_path / "report.json", tmp_path)
+    env = {**os.environ, "GO_FILE": str(go)}
+    with subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("✗ 1.2"):
+                go.touch()
+                break
+        rest = proc.stdout.read()
+        proc.wait(timeout=120)
+    assert go.exists(), "".join(seen)
+    assert "✓ 1.4" in rest and rest.index("✓ 1.4") < rest.index("milestones checked pass"), rest
+    assert seen[0].startswith("Chapter 1 ·"), "the header comes first"
 
 
 def test_check_modules_stand_alone() -> None:
