@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
 CH3, CH4 = SOLUTIONS / "03-stateless-history", SOLUTIONS / "04-choosing-a-database"
+CH5 = SOLUTIONS / "05-scale-out"
 # SPEC: "a deadline of about 6 s". Measured from the moment the request is sent.
 BOUND_SECONDS = 8.0
 HEALTH_SECONDS = 0.5
@@ -162,6 +163,39 @@ def test_a_held_sqlite_write_lock_is_a_503_busy_in_seconds(chapter: Path, tmp_pa
             history = http.get(f"/history/{uuid.UUID(thread)}").json()["messages"]
             users = [m["parts"][0]["text"] for m in history if m["role"] == "user"]
             assert users == ["before the lock", "after"], users
+    finally:
+        backend.stop()
+
+
+# More turns at once than the engine's pool lends (5 + 10 connections by default).
+MORE_THAN_THE_POOL = 24
+
+
+@pytest.mark.parametrize("chapter", [CH4, CH5], ids=["ch04", "ch05"])
+def test_turns_queued_for_a_connection_get_their_503_in_seconds_too(
+    chapter: Path, tmp_path: Path
+) -> None:
+    """SPEC "Robustness": waiting for a pooled connection is bounded too (pool ≤ 2 s). With the
+    write lock held elsewhere, the turns that got a connection wait out SQLite's busy timeout;
+    those queued behind them for a connection must not wait that long again after it."""
+    db_path = tmp_path / "messages.db"
+    backend = start_backend(chapter, tmp_path, f"sqlite:///{db_path}")
+    try:
+        with httpx.Client(base_url=backend.url, timeout=30) as http:
+            assert http.post("/chat", json={"prompt": "before the lock"}).status_code == 200
+        with write_lock(db_path), ThreadPoolExecutor(MORE_THAN_THE_POOL) as pool:
+
+            def turn(n: int) -> tuple[int, float, dict]:
+                with httpx.Client(base_url=backend.url, timeout=30) as http:
+                    return timed(http, "POST", "/chat", json={"prompt": f"queued {n}"})
+
+            answers = list(pool.map(turn, range(MORE_THAN_THE_POOL)))
+        slow = [
+            (status, round(seconds, 1))
+            for status, seconds, _ in answers
+            if status != 503 or seconds >= BOUND_SECONDS
+        ]
+        assert not slow, f"{len(slow)} of {MORE_THAN_THE_POOL} turns: {slow}"
     finally:
         backend.stop()
 

@@ -73,7 +73,11 @@ def make_engine(url: URL) -> Engine:
 
 def sqlite_engine(url: URL) -> Engine:
     # `timeout` is sqlite3's busy timeout: how long a write waits for the file's one write lock.
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+    engine = create_engine(
+        url,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
+        pool_timeout=CONNECT_TIMEOUT_SECONDS,  # all connections busy: a 503 soon, not a queue
+    )
 
     @event.listens_for(engine, "connect")
     def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
