@@ -38,13 +38,19 @@ _PYTEST_MAIN = (
     "os._exit(code)\n"
 )
 # The same, for a run prepared ahead (`PreparedRun`): import what the run will need, wait for
-# "go" on stdin (an end of stdin instead means the run is not needed), then run.
+# "go" on stdin (an end of stdin instead means the run is not needed), then run. Ctrl-C while
+# it waits ends it at once: nothing has run, and an ordinary interpreter exit could hang on
+# the import a check module started in a thread of its own (grader.toolkit.preload).
 _PREPARED_PYTEST_MAIN = (
-    "import importlib, os, sys, pytest\n"
-    "import grader.plugin\n"
-    "for name in os.environ.get('GRADER_WARM_IMPORTS', '').split():\n"
-    "    importlib.import_module(name)\n"
-    "if sys.stdin.readline() != 'go\\n':\n"
+    "import importlib, os, sys\n"
+    "try:\n"
+    "    import pytest, grader.plugin\n"
+    "    for name in os.environ.get('GRADER_WARM_IMPORTS', '').split():\n"
+    "        importlib.import_module(name)\n"
+    "    go = sys.stdin.readline()\n"
+    "except KeyboardInterrupt:\n"
+    "    os._exit(130)\n"
+    "if go != 'go\\n':\n"
     "    os._exit(0)\n" + _PYTEST_MAIN.split("\n", 1)[1]
 )
 
