@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from procwatch import ctrl_c_possible
 
 from grader.toolkit.procs import pid_alive
 
@@ -154,7 +155,7 @@ def running(
     does not answer in time, the test fails with the end of its log. It is stopped by PID after.
     """
     ARTIFACTS.mkdir(exist_ok=True)
-    with log_path.open("wb") as log:
+    with log_path.open("wb") as log, ctrl_c_possible():
         proc = subprocess.Popen(
             cmd,
             cwd=cwd,

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from grader.toolkit.procs import children, children_by_parent, descendants
 
-__all__ = ["children", "children_by_parent", "descendants", "gone", "gone_soon"]
+__all__ = [
+    "children",
+    "children_by_parent",
+    "ctrl_c_possible",
+    "descendants",
+    "gone",
+    "gone_soon",
+]
 
 
 def gone(pid: int, group: bool = False) -> bool:
@@ -25,3 +35,15 @@ def gone_soon(pid: int, group: bool = False, seconds: float = 10) -> bool:
     while not gone(pid, group) and time.monotonic() < deadline:
         time.sleep(0.05)
     return gone(pid, group)
+
+
+@contextmanager
+def ctrl_c_possible() -> Iterator[None]:
+    """Processes started in the block get SIGINT at its default action, so Ctrl-C reaches them:
+    a shell's background job starts with SIGINT ignored, and an ignored signal is inherited
+    (a CI run started that way failed the Ctrl-C tests: nothing in the tree could be interrupted)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from procwatch import children, gone_soon
+from procwatch import children, ctrl_c_possible, gone_soon
 from procwatch import descendants as below
 
 from grader import REPO_ROOT
@@ -58,7 +58,8 @@ def test_ctrl_c_ends_a_waiting_prepared_run_at_once(tmp_path: Path) -> None:
     """The prepared run has nothing to clean up while it waits: it exits without the
     interpreter's teardown (which would wait on the check module's background import)."""
     before = children(os.getpid())
-    prepared = PreparedRun(load().chapter(1), SOLUTION_1)
+    with ctrl_c_possible():
+        prepared = PreparedRun(load().chapter(1), SOLUTION_1)
     try:
         (pytest_pid,) = [
             pid for pid in children(os.getpid()) - before if "pytest" in process_state(pid)
@@ -75,15 +76,16 @@ def test_ctrl_c_ends_a_waiting_prepared_run_at_once(tmp_path: Path) -> None:
 
 def test_a_save_rechecks_the_changed_code_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     copy = shutil.copytree(SOLUTION_1, tmp_path / "01-baseline")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "grader", "watch", "1", "--target", str(copy)],
-        cwd=REPO_ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        start_new_session=True,
-    )
+    with ctrl_c_possible():
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "grader", "watch", "1", "--target", str(copy)],
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+        )
     assert proc.stdout is not None
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(
