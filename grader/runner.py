@@ -122,7 +122,9 @@ def run_app(chapter: Chapter, target: Path, args: argparse.Namespace) -> int:
         lines = [f"  backend:  {backend_url}  (API docs: {backend_url}/docs)"]
         if instances > 1:
             folder = Path(tempfile.mkdtemp(prefix="grader-nginx-"))
-            balancer = Balancer(backend_ports, folder, "grader run", args.backend_port).start()
+            # Kept before it starts, so that `finally` removes its folder even when it fails to.
+            balancer = Balancer(backend_ports, folder, "grader run", args.backend_port)
+            balancer.start()
             lines = [
                 f"  nginx:    {backend_url}  (round robin over {instances} instances)",
                 *(

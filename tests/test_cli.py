@@ -287,6 +287,29 @@ def test_run_refuses_no_instances_and_a_missing_nginx(
     assert "apt-get install nginx" in capsys.readouterr().out
 
 
+def test_run_says_why_nginx_did_not_start_and_leaves_no_folder_behind(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An nginx that exits at once (a broken install): a message, exit 1, no folder left."""
+    import tempfile
+
+    from grader import runner
+    from grader.toolkit import balancer
+
+    def folders() -> set[Path]:
+        return set(Path(tempfile.gettempdir()).glob("grader-nginx-*"))
+
+    for module in (runner, balancer):
+        monkeypatch.setattr(module, "nginx_binary", lambda: "/bin/false")
+    before = folders()
+    argv = ["run", "5", "--solution", "--instances", "2"]
+    argv += ["--backend-port", str(_free_port()), "--frontend-port", str(_free_port())]
+    assert cli.main(argv) == 1
+    out = capsys.readouterr().out
+    assert "grader: nginx stopped at once" in out, out
+    assert folders() == before, "grader run left its nginx folder behind"
+
+
 # --- grader dev --------------------------------------------------------------------------------
 
 
