@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -21,7 +22,7 @@ from typing import Any, NoReturn
 import httpx
 
 from grader.toolkit import steps
-from grader.toolkit.causes import exception_line
+from grader.toolkit.causes import cause, exception_line
 from grader.toolkit.expect import TODO_IN_TEXT, expect, fail, shorten
 from grader.toolkit.explain import listing, message_problem
 from grader.toolkit.procs import Backend
@@ -72,6 +73,8 @@ def _sent(kw: dict[str, Any]) -> str:
 
 
 KEEPALIVE_SECONDS = 2.0
+# How long the log of a failed request is waited for, when it does not yet say why.
+LOG_SETTLE_SECONDS = 1.0
 
 
 class Http:
@@ -147,11 +150,22 @@ class Http:
 
     def last_cause(self) -> str | None:
         """What the backend's log says went wrong during the last request, if anything."""
-        return self.backend.cause_since(self._log_mark)
+        return cause(self._log_of_last_request())
 
     def last_exception(self) -> str | None:
         """The exception the backend logged during the last request, e.g. `KeyError: 'x'`."""
-        return exception_line(self.backend.log_since(self._log_mark, last=400))
+        return exception_line(self._log_of_last_request())
+
+    def _log_of_last_request(self) -> str:
+        # Starlette sends a 500 first and raises the exception again afterwards, so uvicorn
+        # logs its traceback only once the client has the answer: read the log when it holds
+        # a cause (or a moment has passed), not at once (CI met the race).
+        deadline = time.monotonic() + LOG_SETTLE_SECONDS
+        while True:
+            log = self.backend.log_since(self._log_mark, last=400)
+            if cause(log) or exception_line(log) or time.monotonic() >= deadline:
+                return log
+            time.sleep(0.05)
 
     def json(self, method: str, path: str, expect_status: int = 200, **kw: Any) -> Any:
         response = self.request(method, path, expect_status, **kw)
