@@ -210,10 +210,6 @@ class Front:
         self._marks = [b.log_offset_now() for b in self.backends]
         return 0
 
-    def cause_since(self, _offset: int) -> str | None:
-        causes = (b.cause_since(m) for b, m in zip(self.backends, self._marks, strict=True))
-        return next((c for c in causes if c), None)
-
     def log_since(self, _offset: int, last: int = 40) -> str:
         logs = (b.log_since(m, last) for b, m in zip(self.backends, self._marks, strict=True))
         return "\n".join(log for log in logs if log)

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from grader.toolkit import forkserver, steps
-from grader.toolkit.causes import cause
 from grader.toolkit.forkserver import ForkedProcess, ForkServer, ForkServerError
 
 HEALTH_TIMEOUT = float(os.environ.get("GRADER_STARTUP_TIMEOUT", "30"))
@@ -276,10 +275,6 @@ class Backend:
         except FileNotFoundError:
             return ""
         return "\n".join(lines[-last:])
-
-    def cause_since(self, offset: int) -> str | None:
-        """What the backend's log says went wrong after byte `offset` (a traceback's last line)."""
-        return cause(self.log_since(offset, last=400))
 
     def log(self, last: int = 40) -> str:
         """The last lines this backend printed since it was (re)started."""
