@@ -222,10 +222,20 @@ def through(chapter: int, mid: str) -> list[str]:
     return ids[: ids.index(mid) + 1]
 
 
-def assert_caught(graded: Graded, chapter: int, mutant: Mutant) -> None:
-    """`mutant.fails` failed for the right reason and every milestone before it passed (a demo:
-    failed as designed); the later ones were not graded."""
-    graded_ids = through(chapter, mutant.fails)
+def needs(chapter: int, mid: str) -> list[str]:
+    """`mid` and the milestones it depends on, in order: all a learner must pass before it. For
+    chapters whose milestones each start their own backends and databases, grading only these
+    keeps a mutant's run short."""
+    wanted = load().chapter(chapter).with_dependencies([mid])
+    return [m.id for m in load().chapter(chapter).milestones if m.id in wanted]
+
+
+def assert_caught(
+    graded: Graded, chapter: int, mutant: Mutant, graded_ids: list[str] | None = None
+) -> None:
+    """`mutant.fails` failed for the right reason and every milestone graded before it passed (a
+    demo: failed as designed); the others were not graded."""
+    graded_ids = graded_ids or through(chapter, mutant.fails)
     demos = {m.id for m in load().chapter(chapter).milestones if m.kind == "demo"}
     want = {
         mid: "not_run"
@@ -247,12 +257,20 @@ def assert_caught(graded: Graded, chapter: int, mutant: Mutant) -> None:
     )
 
 
-def caught(chapter: int, slug: str, mutant: Mutant, tmp_path: Path, db: str = "sqlite") -> Graded:
-    """Build `mutant` from `solutions/<slug>/`, grade it on `db` through its milestone, and
-    `assert_caught` it."""
+def caught(
+    chapter: int,
+    slug: str,
+    mutant: Mutant,
+    tmp_path: Path,
+    db: str = "sqlite",
+    only_needs: bool = False,
+) -> Graded:
+    """Build `mutant` from `solutions/<slug>/`, grade it on `db` through its milestone (with
+    `only_needs`, only its milestone and those it depends on), and `assert_caught` it."""
     target = mutant.build(slug, tmp_path)
-    graded = grade(chapter, target, tmp_path, db, through(chapter, mutant.fails))
-    assert_caught(graded, chapter, mutant)
+    ids = needs(chapter, mutant.fails) if only_needs else through(chapter, mutant.fails)
+    graded = grade(chapter, target, tmp_path, db, ids)
+    assert_caught(graded, chapter, mutant, ids)
     return graded
 
 

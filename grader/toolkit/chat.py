@@ -69,6 +69,8 @@ def _sent(kw: dict[str, Any]) -> str:
         return " " + shorten(kw["json"], 70)
     if "content" in kw:
         return " " + shorten(repr(kw["content"]), 70)
+    if "data" in kw:  # a form: its field names, never a password
+        return " (form: " + ", ".join(sorted(kw["data"])) + ")"
     return ""
 
 
@@ -80,9 +82,11 @@ LOG_SETTLE_SECONDS = 1.0
 class Http:
     """Requests to one backend; every one is a step of the check's log."""
 
-    def __init__(self, backend: Backend, timeout: float = 15.0) -> None:
+    def __init__(self, backend: Backend, timeout: float = 15.0, token: str | None = None) -> None:
         self.backend = backend
         self.timeout = timeout
+        # Chapter 6 on: every request carries this access token (`Authorization: Bearer`).
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = self._new_client()
         self._retired: list[httpx.Client] = []
         self._swap = threading.Lock()
@@ -94,7 +98,9 @@ class Http:
         # default: a request sent at that instant meets the close and fails with ReadError (seen
         # on a busy machine). Reusing only connections idle for less than 2 s avoids the race.
         limits = httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS)
-        return httpx.Client(base_url=self.backend.url, timeout=self.timeout, limits=limits)
+        return httpx.Client(
+            base_url=self.backend.url, timeout=self.timeout, limits=limits, headers=self.headers
+        )
 
     def _start_over(self, client: httpx.Client) -> None:
         """Later requests get fresh connections. Closing `client` now would break the requests
@@ -272,6 +278,8 @@ class ChatApi(Http):
                 actual=body["thread_id"],
             )
         messages = _messages(body.get("messages"), "POST /chat's answer")
+        # From chapter 6 an answer's messages may carry their ids; a turn is their content.
+        messages = [{k: v for k, v in m.items() if k != "id"} for m in messages]
         echoed = bool(messages) and messages[0] == user_message(prompt)
         if not echoed:
             messages = [user_message(prompt), *messages]
