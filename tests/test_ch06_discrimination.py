@@ -476,3 +476,40 @@ MIGRATION_MUTANTS = {
 @pytest.mark.parametrize("mutant", [m.param() for m in MIGRATION_MUTANTS.values()])
 def test_a_wrong_migration_fails_its_milestone(mutant: Mutant, tmp_path: Path) -> None:
     caught(CHAPTER, SLUG, mutant, tmp_path, only_needs=True)
+
+
+PAGE = "frontend/app.py"
+KEEP_TOKEN = '    st.session_state.token = answer.json()["access_token"]\n'
+
+PAGE_MUTANTS = {
+    "token-in-the-url": Mutant(
+        "token-in-the-url",
+        (
+            Edit(
+                PAGE,
+                KEEP_TOKEN,
+                KEEP_TOKEN + '    st.query_params["token"] = st.session_state.token\n',
+            ),
+        ),
+        fails="6.8",
+        says=r"After logging in, the page's URL holds the access token",
+    ),
+    "token-kept-after-logout": Mutant(
+        "token-kept-after-logout",
+        (
+            Edit(
+                PAGE,
+                '    st.session_state.pop("token", None)\n    st.session_state.pop("username", None)\n',
+                '    st.session_state.last_token = st.session_state.pop("token", None)\n'
+                '    st.session_state.pop("username", None)\n',
+            ),
+        ),
+        fails="6.8",
+        says=r"after logout the access token is still in st.session_state",
+    ),
+}
+
+
+@pytest.mark.parametrize("mutant", [m.param() for m in PAGE_MUTANTS.values()])
+def test_a_wrong_page_fails_its_milestone(mutant: Mutant, tmp_path: Path) -> None:
+    caught(CHAPTER, SLUG, mutant, tmp_path, only_needs=True)

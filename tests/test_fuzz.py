@@ -14,7 +14,7 @@ Last, a few hostile requests schemathesis does not write: a body that is not UTF
 surrogates, a body over 128 KiB, JSON that Python's parser gives up on (too deep, too long an
 integer), a 10 KB path, NUL in a prompt, `OPTIONS` on a path with two methods.
 
-Every check schemathesis has runs but `use_after_free` (see `fuzz_config`). A failure prints
+Every check schemathesis has runs but `use_after_free` (see `fuzz_config` in tests/fuzzing.py). A failure prints
 the request as a `curl` command; the same seed sends the same requests on every run.
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -32,9 +31,16 @@ from typing import Any
 
 import httpx
 import hypothesis
-import hypothesis.configuration
 import pytest
 import schemathesis
+from fuzzing import (
+    LIMIT,
+    REQUEST_TIMEOUT,
+    STATEFUL_EXAMPLES,
+    STATEFUL_STEPS,
+    error_is_json_detail,
+    fuzz_config,
+)
 from hypothesis.stateful import run_state_machine_as_test
 
 from grader.databases import Databases
@@ -43,13 +49,6 @@ from grader.toolkit.procs import Backend
 REPO = Path(__file__).resolve().parents[1]
 SOLUTIONS = REPO / "solutions"
 IN_CI = bool(os.environ.get("CI"))
-
-SEED = 20240601  # one fixed seed, and derandomized Hypothesis: the same requests every run
-MAX_EXAMPLES = 40  # per operation, in the fuzzing phase (examples and coverage add their own)
-STATEFUL_EXAMPLES = 15  # scenarios of the stateful run, each at most STATEFUL_STEPS calls
-STATEFUL_STEPS = 6
-REQUEST_TIMEOUT = 10  # seconds: no request of these backends should take more than a fraction
-LIMIT = 128 * 1024  # SPEC: bodies over 128 KiB get 413
 
 # One xdist worker runs the whole file (CI: `-n 2 --dist loadgroup`): each backend starts once.
 pytestmark = pytest.mark.xdist_group("fuzz")
@@ -61,16 +60,6 @@ TARGETS = [
         ("04-choosing-a-database", "postgres"), id="ch04-postgres", marks=pytest.mark.databases
     ),
 ]
-
-# Hypothesis keeps caches (the constants of local modules, found at collection, and unicode
-# tables) under `.hypothesis` of the working directory: here, the repository. Not from this
-# file: in the temporary folder, unless HYPOTHESIS_STORAGE_DIRECTORY names another. At import,
-# because Hypothesis' pytest plugin writes its first cache while pytest collects. No example
-# database is written anywhere (`database = none` below).
-if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
-    hypothesis.configuration.set_hypothesis_home_dir(
-        Path(tempfile.gettempdir()) / f"make-it-scale-hypothesis-{os.getuid()}"
-    )
 
 
 @dataclass
@@ -140,51 +129,11 @@ def with_links(raw: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def fuzz_config(base_url: str) -> schemathesis.Config:
-    return schemathesis.Config.from_dict(
-        {
-            "seed": SEED,
-            "base-url": base_url,
-            "request-timeout": REQUEST_TIMEOUT,
-            "generation": {
-                "max-examples": MAX_EXAMPLES,
-                "deterministic": True,
-                "database": "none",  # no example database written anywhere
-            },
-            "checks": {
-                # SPEC §2: a thread is its messages; a cleared (or never used) thread is
-                # `200 {"messages": []}`, not a 404, so "deleted resource still available"
-                # does not apply. The stateful model below checks the cleared thread is empty.
-                "use_after_free": {"enabled": False},
-            },
-        }
-    )
-
-
 @pytest.fixture(scope="module")
 def api_schema(target: Target) -> schemathesis.BaseSchema:
     return schemathesis.openapi.from_dict(
         with_links(target.raw_schema), config=fuzz_config(target.url)
     )
-
-
-def error_is_json_detail(
-    ctx: Any, response: schemathesis.Response, case: schemathesis.Case
-) -> bool:
-    """SPEC §2: every error answer is JSON `{"detail": ...}`, never a stack trace or plain text."""
-    if response.status_code < 400:
-        return True
-    content_type = response.headers.get("content-type", [""])[0]
-    assert content_type.startswith("application/json"), (
-        f"{case.method} {case.formatted_path} answered {response.status_code} with "
-        f"Content-Type {content_type!r}, not JSON: {response.content[:300]!r}"
-    )
-    body = json.loads(response.content)
-    assert isinstance(body, dict) and "detail" in body, (
-        f"{case.method} {case.formatted_path} answered {response.status_code} without a "
-        f"`detail`: {response.content[:300]!r}"
-    )
-    return True
 
 
 fuzzed = schemathesis.pytest.from_fixture("api_schema")

@@ -12,11 +12,12 @@ import base64
 import hashlib
 import itertools
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -43,9 +44,15 @@ from grader.toolkit.explain import explain_history
 from grader.toolkit.legacy import LegacyThread, write_chapter_4_database
 from grader.toolkit.migrations import alembic, run_alembic, said, upgrade_head
 from grader.toolkit.milestone import milestone
+from grader.toolkit.preload import in_background
 from grader.toolkit.procs import Backend, BackendError
 
+if TYPE_CHECKING:
+    from grader.toolkit.page import Page
+
 KEYED = {"SECRET_KEY": SIGNING_KEY}
+# The page check needs Streamlit (a second to import): import it while the backend checks run.
+in_background("grader.toolkit.page")
 # A title is the first prompt cut to 80 code points: this one is longer, with an emoji (two
 # UTF-16 units, four UTF-8 bytes) across the cut.
 LONG_PROMPT = "A" * 78 + "🐉é and the rest of a long first prompt that the title leaves out"
@@ -1005,3 +1012,112 @@ def indexes_serve_the_paged_queries(app: App) -> None:
             expected=sql,
             actual=plan,
         )
+
+
+# --- 6.8 the page: log in, your threads, log out ----------------------------------------------
+
+JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*")
+
+
+def tokens_in(value: Any) -> list[str]:
+    """The JWTs anywhere in `value` (a session's values, a URL's parameters)."""
+    return JWT.findall(repr(value))
+
+
+def log_in_on_page(page: Page, account: Account) -> Page:
+    page.fill("login_username", account.username).fill("login_password", account.password)
+    return page.submit("Log in")
+
+
+def expect_no_token_in_url(page: Page, when: str) -> None:
+    expect(
+        not tokens_in(page.query) and "token" not in " ".join(page.query).lower(),
+        f"{when}, the page's URL holds the access token: a URL is kept in the browser's "
+        "history, in server logs and in every link shared, so the token lives in "
+        "st.session_state only",
+        actual=shorten(page.query, 200),
+    )
+
+
+@milestone("6.8", after=registers_and_logs_in)
+def page_logs_in_and_shows_your_threads(_alice: Account, app: App, target: Path) -> None:
+    """The page logs in through its form, lists only the caller's threads newest first, opens
+    one from the sidebar, keeps the token out of the URL, and forgets it on logout."""
+    from grader.toolkit.page import Page, expect_shows
+
+    with app.http() as http:
+        owner, other = new_account(http, "reader"), new_account(http, "someone_else")
+    with app.chat(owner) as chat, app.chat(other) as theirs:
+        older = chat.turn("My first thread, about the dragon")
+        newer = chat.turn("My second thread: roll 1d6")
+        hidden = theirs.turn("A thread the reader must not see").thread_id
+    page = Page(target, app.backend.url)
+    for key in ("login_username", "login_password"):
+        expect(
+            page.has_text_input(key),
+            f"the page shows no login form: a visitor sees a form with st.text_input key={key!r} "
+            "and a submit button labelled 'Log in'",
+            actual=[t.key for t in page.at.text_input],
+        )
+    log_in_on_page(page, owner)
+    expect_no_token_in_url(page, "After logging in")
+    listed = [k.removeprefix("thread_") for k in page.button_keys("thread_")]
+    want = [newer.thread_id, older.thread_id]
+    names = {want[0]: "the newer thread", want[1]: "the older thread", hidden: "another user's"}
+    expect(
+        hidden not in listed,
+        "the page lists another user's thread: list what GET /threads answers with the "
+        "caller's token",
+        actual=named(listed, names),
+    )
+    expect(
+        listed[:2] == want,
+        "after logging in, the sidebar must list the caller's threads newest first, one button "
+        "per thread with key thread_<thread_id>",
+        expected=named(want, names),
+        actual=named(listed, names),
+    )
+    saved = tokens_in(page.session_values())
+    expect(
+        bool(saved),
+        "after logging in, no access token is in st.session_state: keep the token the login "
+        "answered in the session, and send it with every request",
+        actual=shorten(list(page.session_values()), 200),
+    )
+    page.click(f"thread_{older.thread_id}")
+    expect(
+        same_thread(page.query.get("thread_id"), older.thread_id),
+        "clicking a thread in the sidebar must open it: its id goes in the URL (thread_id)",
+        expected=older.thread_id,
+        actual=shorten(page.query, 200),
+    )
+    expect_shows(page, older.messages, "the thread opened from the sidebar is not shown whole")
+    expect_no_token_in_url(page, "With a thread open")
+    page.click("logout")
+    expect(
+        page.has_text_input("login_username") and not page.button_keys("thread_"),
+        "after logout the page must show the login form again, and no thread",
+        actual=f"thread buttons: {page.button_keys('thread_')}",
+    )
+    expect(
+        not tokens_in(page.session_values()),
+        "after logout the access token is still in st.session_state: logging out forgets it "
+        "(del st.session_state[...]), or the next person at this browser is still you",
+        actual=shorten(list(page.session_values()), 200),
+    )
+    newcomer = Account(fresh_name("newcomer"), f"pw-{uuid.uuid4().hex[:12]}", id="")
+    page.fill("register_username", newcomer.username)
+    page.fill("register_password", newcomer.password)
+    # The URL still names the first user's thread (kept for a reload after logging in again):
+    # for the new user it does not exist, which the page may say.
+    page.submit("Register", allow_error=True)
+    expect(
+        not page.has_text_input("login_username") or bool(tokens_in(page.session_values())),
+        "registering on the page did not log the new user in: after POST /users, log in "
+        "(POST /token) with the same name and password",
+    )
+    expect(
+        not [k for k in page.button_keys("thread_") if k.removeprefix("thread_") in names],
+        "a user who just registered sees threads of others in the sidebar",
+        actual=page.button_keys("thread_"),
+    )

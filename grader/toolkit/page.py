@@ -133,6 +133,41 @@ class Page:
         widget.set_value(value)
         return self._run(f"turn {key!r} {'on' if value else 'off'}", allow_error=False)
 
+    def fill(self, key: str, value: str) -> Page:
+        """Type `value` into the text input `key` (it reaches the script on the next run)."""
+        try:
+            widget = self.at.text_input(key=key)
+        except KeyError:
+            fail(
+                f"the page has no st.text_input with key={key!r} (the chapter names its widget keys)",
+                actual=[t.key for t in self.at.text_input],
+            )
+        widget.input(value)
+        steps.record(f"page: type into {key!r}")
+        return self
+
+    def submit(self, label: str, allow_error: bool = False) -> Page:
+        """Press the form's submit button labelled `label`."""
+        found = [b for b in self.at.button if b.label == label]
+        if not found:
+            fail(
+                f"the page has no button labelled {label!r} (a form's st.form_submit_button)",
+                actual=[b.label for b in self.at.button],
+            )
+        found[0].click()
+        return self._run(f"press {label!r}", allow_error)
+
+    def has_text_input(self, key: str) -> bool:
+        return any(t.key == key for t in self.at.text_input)
+
+    def button_keys(self, prefix: str = "") -> list[str]:
+        """The keys of the page's buttons that start with `prefix`, top to bottom (sidebar too)."""
+        return [b.key for b in self.at.button if b.key and b.key.startswith(prefix)]
+
+    def session_values(self) -> dict[str, Any]:
+        """What the session keeps (st.session_state), by key: where a page keeps its secrets."""
+        return self.at.session_state.to_dict()
+
     @property
     def query(self) -> dict[str, Any]:
         return dict(self.at.query_params)

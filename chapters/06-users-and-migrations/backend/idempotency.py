@@ -26,6 +26,7 @@ from typing import Any
 from uuid import uuid4
 
 from fastapi import HTTPException
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -103,10 +104,14 @@ def claim(user_id: str, key: str, body: ChatRequest) -> Claim | Replay:
                 raise in_progress()
             return Claim(key_hash, token)
     if row["request_hash"] != asked:
-        raise HTTPException(
-            status_code=422,
-            detail="this Idempotency-Key was already used for another request: use a new key",
-        )
+        # A 422 in the shape of FastAPI's own, which the schema documents.
+        error = {
+            "type": "value_error",
+            "loc": ("header", "idempotency-key"),
+            "msg": "this Idempotency-Key was already used for another request: use a new key",
+            "input": key,
+        }
+        raise RequestValidationError([error])
     return Replay(row["status_code"], row["response"])
 
 

@@ -99,3 +99,9 @@ class ThreadSummary(Strict):
 class ThreadPage(Strict):
     threads: list[ThreadSummary]  # newest updated_at first
     next_cursor: str | None  # pass it as `cursor` for the next page; None: no more
+
+
+class ErrorDetail(BaseModel):
+    """Every error answer: `{"detail": "what went wrong, in words"}` (backend/errors.py)."""
+
+    detail: str

@@ -15,6 +15,7 @@ from uuid import UUID
 
 import anyio
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import ValidationError
@@ -27,6 +28,7 @@ from backend.models import (
     AccessToken,
     ChatReply,
     ChatRequest,
+    ErrorDetail,
     History,
     Message,
     NewUser,
@@ -56,6 +58,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 READY_TIMEOUT_SECONDS = 1
+
+# The answers a route gives besides its success, for the OpenAPI schema that /docs shows and
+# clients are generated from. Every one is {"detail": "..."}.
+NOT_LOGGED_IN = {401: {"model": ErrorDetail, "description": "No valid access token"}}
+NOT_YOURS = {404: {"model": ErrorDetail, "description": "No thread of yours has this id"}}
 
 app = FastAPI(title="Make It Scale — chapter 6", lifespan=lifespan)
 errors.install(app)
@@ -88,13 +95,17 @@ def ping_database() -> None:
         store.ping(db)
 
 
-@app.get("/ping")
+@app.get("/ping", responses=NOT_LOGGED_IN)
 def ping() -> dict[str, str]:
     return {"ping": "pong"}
 
 
 # --8<-- [start:users]
-@app.post("/users", status_code=201)
+@app.post(
+    "/users",
+    status_code=201,
+    responses={409: {"model": ErrorDetail, "description": "The username is taken"}},
+)
 def register(body: NewUser) -> User:
     password_hash = auth.hash_password(body.password)  # slow on purpose: outside the transaction
     try:
@@ -107,7 +118,9 @@ def register(body: NewUser) -> User:
     return User(id=user_id, username=body.username)
 
 
-@app.post("/token")
+@app.post(
+    "/token", responses={401: {"model": ErrorDetail, "description": "Wrong username or password"}}
+)
 def log_in(form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> AccessToken:
     with Database() as db:
         user = store.find_user(db, form.username)
@@ -136,7 +149,15 @@ def ask_assistant(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [message.model_dump() for message in checked]
 
 
-@app.post("/chat", response_model=ChatReply)
+@app.post(
+    "/chat",
+    response_model=ChatReply,
+    responses={
+        **NOT_LOGGED_IN,
+        **NOT_YOURS,
+        409: {"model": ErrorDetail, "description": "This Idempotency-Key's request is running"},
+    },
+)
 def chat(
     body: ChatRequest,
     user_id: auth.CurrentUser,
@@ -176,7 +197,7 @@ def run_turn(
 # --8<-- [end:chat]
 
 
-@app.get("/threads")
+@app.get("/threads", responses=NOT_LOGGED_IN)
 def list_threads(
     user_id: auth.CurrentUser,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -186,7 +207,14 @@ def list_threads(
         with Database() as db:
             page, next_cursor = store.thread_page(db, user_id, limit, cursor)
     except BadCursor as exc:
-        raise HTTPException(422, str(exc)) from None
+        # A 422 in the shape of FastAPI's own, which the schema documents.
+        error = {
+            "type": "value_error",
+            "loc": ("query", "cursor"),
+            "msg": str(exc),
+            "input": cursor,
+        }
+        raise RequestValidationError([error]) from None
     threads = [
         ThreadSummary(
             thread_id=row["id"],
@@ -199,7 +227,7 @@ def list_threads(
     return ThreadPage(threads=threads, next_cursor=next_cursor)
 
 
-@app.get("/history/{thread_id}")
+@app.get("/history/{thread_id}", responses={**NOT_LOGGED_IN, **NOT_YOURS})
 def history(
     thread_id: UUID,
     user_id: auth.CurrentUser,
@@ -213,7 +241,7 @@ def history(
     return History(thread_id=thread_id, messages=page, next_before=next_before)
 
 
-@app.delete("/history/{thread_id}", status_code=204)
+@app.delete("/history/{thread_id}", status_code=204, responses={**NOT_LOGGED_IN, **NOT_YOURS})
 def clear_history(thread_id: UUID, user_id: auth.CurrentUser) -> Response:
     with Database() as db:
         if not store.owns_thread(db, user_id, thread_id):
