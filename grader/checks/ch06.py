@@ -345,22 +345,16 @@ def tokens_work_on_every_instance(app: App, spawn: Any) -> None:
                 json={"prompt": "hi", "thread_id": None},
                 headers={"Authorization": f"Bearer {token}"},
             )
-    try:
-        (keyless,) = spawn(app.url, env={"SECRET_KEY": "", "DEV_MODE": ""})
-    except BackendError as exc:
-        expect(
-            "SECRET_KEY" in exc.log,
-            "without SECRET_KEY the backend stopped, but its output does not say why: name "
-            "SECRET_KEY in the error, so whoever deploys it knows what to set",
-            actual=shorten(exc.log[-600:], 600),
-        )
-        return
-    keyless.stop()
-    fail(
-        "the backend started without SECRET_KEY: it must refuse (a key of its own would make "
-        "every instance's tokens different; a key in the code lets anybody sign tokens)",
-        expected="the backend exits at startup, naming SECRET_KEY",
-        actual="GET /health answered 200",
+    expect_no_start(
+        spawn,
+        app.url,
+        {"SECRET_KEY": "", "DEV_MODE": ""},
+        names="SECRET_KEY",
+        unnamed="without SECRET_KEY the backend stopped, but its output does not say why: name "
+        "SECRET_KEY in the error, so whoever deploys it knows what to set",
+        started="the backend started without SECRET_KEY: it must refuse (a key of its own "
+        "would make every instance's tokens different; a key in the code lets anybody sign "
+        "tokens)",
     )
 
 
@@ -764,25 +758,36 @@ def expect_rows_kept(db: DbView, before: list[tuple[Any, ...]], after: str, why:
     )
 
 
-def expect_refuses_to_start(spawn: Any, url: str, on_what: str) -> None:
-    """A backend on `url` must exit at startup, saying to run `alembic upgrade head`."""
+def expect_no_start(
+    spawn: Any, url: str, env: dict[str, str], names: str, unnamed: str, started: str
+) -> None:
+    """A backend on `url` with `env` must exit at startup, its output naming `names`: `unnamed`
+    is the failure when it says nothing of it, `started` when it serves instead."""
     try:
-        (backend,) = spawn(url, env=KEYED)
+        (backend,) = spawn(url, env=env)
     except BackendError as exc:
-        expect(
-            "alembic upgrade head" in exc.log,
-            f"on {on_what} the backend stopped, but its output does not say what to do: name "
-            "the command, `alembic upgrade head`",
-            actual=shorten(exc.log[-600:], 600),
-        )
+        expect(names in exc.log, unnamed, actual=shorten(exc.log[-600:], 600))
         return
     backend.stop()
     fail(
-        f"the backend started on {on_what}: it must refuse a database that is not at the newest "
-        "migration (compare Alembic's revision with the head at startup) and never create "
-        "tables itself (no metadata.create_all at startup)",
-        expected="the backend exits at startup, naming `alembic upgrade head`",
+        started,
+        expected=f"the backend exits at startup, naming {names}",
         actual="GET /health answered 200",
+    )
+
+
+def expect_refuses_to_start(spawn: Any, url: str, on_what: str) -> None:
+    """A backend on `url` must exit at startup, saying to run `alembic upgrade head`."""
+    expect_no_start(
+        spawn,
+        url,
+        KEYED,
+        names="alembic upgrade head",
+        unnamed=f"on {on_what} the backend stopped, but its output does not say what to do: "
+        "name the command, `alembic upgrade head`",
+        started=f"the backend started on {on_what}: it must refuse a database that is not at "
+        "the newest migration (compare Alembic's revision with the head at startup) and never "
+        "create tables itself (no metadata.create_all at startup)",
     )
 
 
@@ -1040,7 +1045,7 @@ def expect_no_token_in_url(page: Page, when: str) -> None:
 
 
 @milestone("6.8", after=registers_and_logs_in)
-def page_logs_in_and_shows_your_threads(_alice: Account, app: App, target: Path) -> None:
+def page_logs_in_and_shows_your_threads(_alice: Account, app: App) -> None:
     """The page logs in through its form, lists only the caller's threads newest first, opens
     one from the sidebar, keeps the token out of the URL, and forgets it on logout."""
     from grader.toolkit.page import Page, expect_shows
@@ -1051,7 +1056,7 @@ def page_logs_in_and_shows_your_threads(_alice: Account, app: App, target: Path)
         older = chat.turn("My first thread, about the dragon")
         newer = chat.turn("My second thread: roll 1d6")
         hidden = theirs.turn("A thread the reader must not see").thread_id
-    page = Page(target, app.backend.url)
+    page = Page(app.target, app.backend.url)
     for key in ("login_username", "login_password"):
         expect(
             page.has_text_input(key),
