@@ -57,3 +57,19 @@ def text_of(message: object) -> str:
 def user_messages(history: Sequence[object]) -> list[Mapping[str, Any]]:
     """The user-role messages of the history, oldest first."""
     return [m for m in history if isinstance(m, Mapping) and m.get("role") == "user"]
+
+
+def streamed_text(message: object) -> str | None:
+    """A model message's text parts joined with no separator (what a stream sends as pieces
+    before the message), or None when the message is not a model message with text."""
+    if role_of(message) != "model":
+        return None
+    parts = message.get("parts")  # type: ignore[union-attr]
+    if not isinstance(parts, list | tuple):
+        return None
+    texts = [
+        part["text"]
+        for part in parts
+        if isinstance(part, Mapping) and isinstance(part.get("text"), str)
+    ]
+    return "".join(texts) if texts else None

@@ -12,14 +12,18 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from assistant import dice, lore
+from assistant import dice, lore, settings
+from assistant.errors import ProviderError
 from assistant.messages import (
     Message,
     function_call_message,
     function_response_message,
+    streamed_text,
     text_message,
     text_of,
     user_messages,
@@ -46,6 +50,69 @@ _GREETING_RE = re.compile(
     r"|\bgood (?:morning|afternoon|evening)\b"
 )
 _LORE_OVERVIEW_RE = re.compile(r"\b(?:lore|world|setting|story)\b")
+_WORD_RE = re.compile(r"\s*\S+\s*")
+
+# Test hooks (only with ASSISTANT_TEST_HOOKS=1), read from the latest user message.
+_HOOK_RE = re.compile(r"\[test-hook:(fail-after|slow)=(\d{1,6}(?:\.\d{1,6})?)\]")
+MAX_HOOK_SLOW = 60.0
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the latest prompt's test hooks ask for: fail after N pieces, wait S seconds first."""
+
+    fail_after: int | None = None
+    slow: float = 0.0
+
+    def failure(self) -> ProviderError:
+        return ProviderError(
+            502,
+            f"the offline provider failed on purpose ([test-hook:fail-after={self.fail_after}])",
+        )
+
+
+def read_hooks(history: Sequence[Any]) -> tuple[Hooks, Sequence[Any]]:
+    """The hooks of the latest user message, and the history with their markers removed.
+
+    Without `ASSISTANT_TEST_HOOKS=1` there are none and the history is returned as it is, so a
+    marker is ordinary text. `slow` is capped at MAX_HOOK_SLOW seconds; with several markers of
+    one kind, the last counts.
+    """
+    if not settings.hooks_enabled():
+        return Hooks(), history
+    index = next((i for i in range(len(history) - 1, -1, -1) if _is_user(history[i])), None)
+    if index is None:
+        return Hooks(), history
+    message = history[index]
+    fail_after: int | None = None
+    slow = 0.0
+    parts = []
+    original = message.get("parts")
+    for part in original if isinstance(original, list | tuple) else []:
+        text = part.get("text") if isinstance(part, Mapping) else None
+        if not isinstance(text, str):
+            parts.append(part)
+            continue
+        for kind, value in _HOOK_RE.findall(text):
+            if kind == "fail-after":
+                fail_after = int(float(value))
+            else:
+                slow = min(float(value), MAX_HOOK_SLOW)
+        parts.append({**part, "text": " ".join(_HOOK_RE.sub(" ", text).split())})
+    if fail_after is None and not slow:
+        return Hooks(), history
+    cleaned = [*history[:index], {**message, "parts": parts}, *history[index + 1 :]]
+    return Hooks(fail_after, slow), cleaned
+
+
+def _is_user(message: object) -> bool:
+    return isinstance(message, Mapping) and message.get("role") == "user"
+
+
+def words(text: str) -> list[str]:
+    """`text` cut into words, each with the whitespace around it: joined, they are `text`."""
+    pieces = _WORD_RE.findall(text)
+    return pieces if pieces else ([text] if text else [])
 
 
 def capabilities() -> str:
@@ -88,6 +155,44 @@ class OfflineProvider:
     name = "offline"
 
     def respond(self, history: Sequence[Mapping[str, Any]]) -> list[Message]:
+        hooks, history = read_hooks(history)
+        if hooks.slow:
+            time.sleep(hooks.slow)
+        if hooks.fail_after is not None:
+            raise hooks.failure()
+        return self._answer(history)
+
+    def respond_stream(self, history: Sequence[Mapping[str, Any]]) -> Iterator[str | Message]:
+        """The turn of `respond`, each model text streamed word by word before its message.
+
+        Pieces come `ASSISTANT_STREAM_DELAY` seconds apart; the tool call and the tool response
+        of a dice roll are messages only. With the test hooks, `slow=S` waits S seconds before
+        the first item and `fail-after=N` raises ProviderError(502) once N pieces are out (at
+        the latest where the model text would be finished, so the turn never completes).
+        """
+        hooks, history = read_hooks(history)
+        delay = settings.stream_delay()
+        messages = self._answer(history)
+        if hooks.slow:
+            time.sleep(hooks.slow)
+        if hooks.fail_after == 0:
+            raise hooks.failure()
+        sent = 0
+        for message in messages:
+            text = streamed_text(message)
+            if text is not None:
+                for piece in words(text):
+                    if hooks.fail_after is not None and sent >= hooks.fail_after:
+                        raise hooks.failure()
+                    if sent and delay:
+                        time.sleep(delay)
+                    sent += 1
+                    yield piece
+                if hooks.fail_after is not None:
+                    raise hooks.failure()
+            yield message
+
+    def _answer(self, history: Sequence[Mapping[str, Any]]) -> list[Message]:
         if not history:
             return [text_message("There is nothing to answer yet. " + capabilities())]
         users = user_messages(history)

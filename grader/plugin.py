@@ -171,6 +171,7 @@ def pytest_collection_modifyitems(
     for m in state.chapter.milestones:
         state.results[m.id] = MilestoneResult.pending(m, state.manifest)
     selected = {_milestone_of(i) for i in items}
+    preload.start(selected)
     for mid, result in state.results.items():
         if mid not in selected:
             result.status = Status.NOT_RUN

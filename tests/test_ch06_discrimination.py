@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mutants import Edit, Mutant, caught
+from mutants import SOLUTIONS, Edit, Mutant, caught, derive, grade
 
 CHAPTER, SLUG = 6, "06-users-and-migrations"
 AUTH, MAIN, STORE = "backend/auth.py", "backend/main.py", "backend/store.py"
@@ -478,6 +478,27 @@ def test_a_wrong_migration_fails_its_milestone(mutant: Mutant, tmp_path: Path) -
     caught(CHAPTER, SLUG, mutant, tmp_path, only_needs=True)
 
 
+WHOLE_SECONDS = Mutant(
+    "whole-seconds-on-mysql",
+    (
+        Edit(
+            OWN,
+            'Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")',
+            "Timestamp = sa.DateTime()",
+        ),
+    ),
+    fails="6.4",
+    says=r"Every updated_at is a whole second",
+)
+
+
+@pytest.mark.databases
+def test_whole_second_timestamps_on_mysql_fail_the_thread_list(tmp_path: Path) -> None:
+    """MySQL's plain DATETIME keeps whole seconds: threads made within one second tie, and
+    "newest first" becomes the order of their random ids."""
+    caught(CHAPTER, SLUG, WHOLE_SECONDS, tmp_path, db="mysql", only_needs=True)
+
+
 PAGE = "frontend/app.py"
 KEEP_TOKEN = '    st.session_state.token = answer.json()["access_token"]\n'
 
@@ -513,3 +534,53 @@ PAGE_MUTANTS = {
 @pytest.mark.parametrize("mutant", [m.param() for m in PAGE_MUTANTS.values()])
 def test_a_wrong_page_fails_its_milestone(mutant: Mutant, tmp_path: Path) -> None:
     caught(CHAPTER, SLUG, mutant, tmp_path, only_needs=True)
+
+
+# Right but different: choices the SPEC leaves open, made the other way at once.
+RIGHT_BUT_DIFFERENT = (
+    # POST /chat answers carry the stored messages' ids (SPEC: answers may carry them).
+    Edit(
+        STORE,
+        "    db.execute(insert(messages), rows)\n",
+        "    db.execute(insert(messages), rows)\n"
+        "    newest = db.fetchall(\n"
+        "        select(messages.c.id).where(messages.c.thread_id == str(thread_id))\n"
+        "        .order_by(messages.c.id.desc()).limit(len(rows))\n"
+        "    )\n"
+        '    return [row["id"] for row in reversed(newest)]\n',
+    ),
+    Edit(
+        MAIN,
+        "        reply = ChatReply(thread_id=thread_id, messages=[user_message, *new_messages])\n"
+        "        store.append_messages(db, thread_id, [user_message, *new_messages])\n",
+        "        turn = [user_message, *new_messages]\n"
+        "        ids = store.append_messages(db, thread_id, turn)\n"
+        '        stored = [{**m, "id": i} for m, i in zip(turn, ids, strict=True)]\n'
+        "        reply = ChatReply(thread_id=thread_id, messages=stored)\n",
+    ),
+    Edit(
+        "backend/models.py",
+        "    messages: list[Message]  # what this turn",
+        '    messages: list["StoredMessage"]  # what this turn',
+    ),
+    # DELETE /history removes the thread itself, so it leaves the list (SPEC: either way).
+    Edit(
+        STORE,
+        "    db.execute(delete(messages).where(messages.c.thread_id == str(thread_id)))\n",
+        "    db.execute(delete(messages).where(messages.c.thread_id == str(thread_id)))\n"
+        "    db.execute(delete(threads).where(threads.c.id == str(thread_id)))\n",
+    ),
+    # Tokens with more claims than the three the SPEC requires.
+    Edit(
+        AUTH,
+        'claims = {"sub": user_id,',
+        'claims = {"typ": "access", "jti": uuid4().hex, "sub": user_id,',
+    ),
+    Edit(AUTH, "import functools\n", "import functools\nfrom uuid import uuid4\n"),
+)
+
+
+def test_a_right_but_different_solution_passes(tmp_path: Path) -> None:
+    target = derive(SOLUTIONS / SLUG, tmp_path / "different", RIGHT_BUT_DIFFERENT, "different")
+    graded = grade(CHAPTER, target, tmp_path)
+    assert set(graded.statuses.values()) == {"passed"}, graded.output

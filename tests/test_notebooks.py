@@ -23,6 +23,7 @@ EXPECTED = [
     "03-inspect-history.ipynb",
     "04-one-query-three-dialects.ipynb",
     "05-load-test.ipynb",
+    "06-migration-and-query-plans.ipynb",
 ]
 # Per cell; the slowest cell starts a throwaway Postgres and a MariaDB server.
 CELL_TIMEOUT = int(os.environ.get("GRADER_NOTEBOOK_CELL_TIMEOUT", "240"))
@@ -105,6 +106,25 @@ def notebook_05() -> Iterator[nbformat.NotebookNode]:
         env.setenv("LOAD_SECONDS", "1")
         env.setenv("LOAD_USERS", "8")
         yield _execute("05-load-test.ipynb")
+
+
+@pytest.fixture(scope="module")
+def notebook_06() -> nbformat.NotebookNode:
+    return _execute("06-migration-and-query-plans.ipynb")
+
+
+def _sections(text: str, heading: str) -> dict[tuple[str, ...], str]:
+    """The `heading` (a regex with groups) sections of a cell's output, each up to its verdict
+    line (✓ or ✗), keyed by the heading's groups."""
+    pieces = re.split(f"^== {heading}\n", text, flags=re.MULTILINE)
+    width = re.compile(heading).groups + 1
+    sections = {}
+    for i in range(1, len(pieces), width):
+        body = pieces[i + width - 1]
+        verdict = re.search(r"^   [✓✗].*$", body, flags=re.MULTILINE)
+        assert verdict, body
+        sections[tuple(pieces[i : i + width - 1])] = body[: verdict.end()]
+    return sections
 
 
 def _images(nb: nbformat.NotebookNode, tag: str) -> int:
@@ -228,3 +248,105 @@ def test_notebook_05_plots_load_runs_and_their_audits(notebook_05) -> None:
 
     audit = _output(notebook_05, "audit").splitlines()
     assert len(audit) == 3 and all(line.endswith("no integrity faults") for line in audit), audit
+
+
+@pytest.mark.databases
+def test_notebook_06_migrates_a_chapter_4_database_and_shows_the_plans(notebook_06) -> None:
+    before = _output(notebook_06, "before")
+    assert before.splitlines()[0].startswith("messages(id INTEGER, thread_id"), before
+    assert "threads(" not in before and "users(" not in before, "chapter 4 has only messages"
+    counted = re.search(r"^(\d+) messages in 3 threads:$", before, flags=re.MULTILINE)
+    assert counted, before
+    n = int(counted.group(1))
+    assert n == 15, before
+
+    upgrade = _output(notebook_06, "upgrade")
+    assert "alembic upgrade head" in upgrade, upgrade
+    for step in (" -> 0001", "0001 -> 0002", "0002 -> 0003", "0003 -> 0004"):
+        assert f"Running upgrade {step}," in upgrade, upgrade
+
+    after = _output(notebook_06, "after")
+    assert "alembic_version: 0004" in after, after
+    assert "users(id VARCHAR(36), username VARCHAR(64), password_hash" in after, after
+    assert "user 'legacy', password hash $argon2" in after, after
+    assert re.search(
+        r"^threads\(id \S+, turns \S+, user_id \S+, title \S+, created_at \S+, "
+        r"updated_at \S+\)$",
+        after,
+        flags=re.MULTILINE,
+    ), after
+    assert "index threads_user_id_updated_at_id (user_id, updated_at, id)" in after, after
+    listed = re.findall(r"^  \w{8}…  owner=legacy  .* '(.*)'$", after, flags=re.MULTILINE)
+    assert listed == ["roll 2d6", "Ysolde of Saltmere here, asking about th", "Привет, мастер 🐉"]
+    assert f"messages: {n} before, {n} after, every one unchanged and in order" in after, after
+
+    batch = _output(notebook_06, "batch")
+    assert "user_id VARCHAR(36) NOT NULL" in batch, batch
+    assert "CONSTRAINT threads_user_id_fkey FOREIGN KEY(user_id) REFERENCES users (id)" in batch
+
+    roundtrip = _output(notebook_06, "roundtrip")
+    down, up = roundtrip.split("alembic upgrade head")
+    assert "Running downgrade 0001 -> ," in down, roundtrip
+    assert "\nthreads(id VARCHAR(36), turns INTEGER)\n" in down, "0003's columns are gone"
+    assert "users(" not in down and "index messages_thread_id_id (thread_id, id)" in down, down
+    assert "Running upgrade 0003 -> 0004," in up, roundtrip
+    assert "threads upgraded again: 3, the same ids, owner, titles and dates" in up, up
+    assert (
+        f"messages before / after upgrade / at base / upgraded again: {n} / {n} / {n} / {n}, "
+        "none changed"
+    ) in up, up
+
+    plans_text = _output(notebook_06, "plans")
+    ran_on = re.search(r"^Ran on: (.*)$", plans_text, flags=re.MULTILINE)
+    assert ran_on, plans_text
+    kinds = [k.strip() for k in ran_on.group(1).split(",") if k.strip()]
+    assert kinds[0] == "sqlite", plans_text
+    if IN_CI:
+        missing = {"postgres", "mysql"} - set(kinds)
+        assert not missing, f"CI must run notebook 06 on Postgres and MariaDB too:\n{plans_text}"
+    plans = _sections(plans_text, r"(sqlite|postgres|mysql): (thread list|history page) at (\d+)")
+    assert set(plans) == {
+        (kind, query, rev)
+        for kind in kinds
+        for query in ("thread list", "history page")
+        for rev in ("0003", "0004")
+    }, sorted(plans)
+    pieces = re.split(r"^-- (sqlite|postgres|mysql) \(", plans_text, flags=re.MULTILINE)
+    per_kind = dict(zip(pieces[1::2], pieces[2::2], strict=True))
+    assert list(per_kind) == kinds, plans_text
+    sorts = {"sqlite": "USE TEMP B-TREE FOR ORDER BY", "postgres": "Sort Key:", "mysql": "filesort"}
+    for kind in kinds:
+        assert f"all {n} messages kept" in per_kind[kind], per_kind[kind]
+        unindexed = plans[kind, "thread list", "0003"]
+        assert sorts[kind] in unindexed and "   ✗ " in unindexed, unindexed
+        assert "threads_user_id_updated_at_id" not in unindexed, unindexed
+        indexed = plans[kind, "thread list", "0004"]
+        assert "threads_user_id_updated_at_id" in indexed and "   ✓ " in indexed, indexed
+        assert sorts[kind] not in indexed, indexed
+        for rev in ("0003", "0004"):  # chapter 4 made this index already
+            page = plans[kind, "history page", rev]
+            assert "messages_thread_id_id" in page and "   ✓ " in page, page
+
+    seqscan = _output(notebook_06, "seqscan")
+    if "postgres" in kinds:
+        shown = _sections(seqscan, r"(.*)")
+        assert len(shown) == 3, seqscan
+        forced, tiny, filled = shown.values()
+        assert "Backward using threads_user_id_updated_at_id" in forced, forced
+        assert "Seq Scan on threads" in tiny and "Sort" in tiny, (
+            "the markdown says Postgres scans and sorts a table of three rows when left to "
+            f"itself:\n{tiny}"
+        )
+        assert "Backward using threads_user_id_updated_at_id" in filled and "   ✓ " in filled
+    else:
+        assert seqscan.startswith("skipped: no Postgres server"), seqscan
+
+    stop = _output(notebook_06, "stop")
+    pids = [int(pid) for pid in re.findall(r"stopped the throwaway .* server \(PID (\d+)\)", stop)]
+    borrowed = stop.count("dropped this notebook's database on ")
+    assert len(pids) + borrowed == len(kinds) - 1, f"one server let go per server used:\n{stop}"
+    for pid in pids:
+        assert _gone(pid), f"database server PID {pid} is still running"
+    removed = re.search(r"^removed (\S+)$", stop, flags=re.MULTILINE)
+    assert removed and not Path(removed.group(1)).exists(), "the temporary folder is removed"
+    assert "nothing left running" in stop, stop

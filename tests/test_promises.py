@@ -326,13 +326,13 @@ def test_the_rules_catch_what_they_must(tmp_path: Path, monkeypatch: pytest.Monk
     sample.write_text(
         f"Chapter {future} adds users; see chapters 1 to {future}.\n\n"
         f"The folder `{future:02d}-scale-out` and `notebooks/{future:02d}-load.ipynb`.\n\n"
-        "Set `ASSISTANT_PROVIDER=gemini` or `openai` for a real model.\n\n"
+        "Set `ASSISTANT_PROVIDER=mistral` or `groq` for a real model.\n\n"
         f"Run `grader bench 3`, then `grader run {future}` and `grader run 3 --replicas 3`,\n"
         "`grader dev deploy` and `grader hint 9.9`.\n\n"
         "```bash\ngrader check 3 --fast   # chapter 3, fast\n```\n\n"
         "See [the guide](missing.md) and <http://127.0.0.1:8001/chapters/99-nope/>.\n\n"
         "## What comes next\n\n"
-        f"Chapter {future} is planned, with `ASSISTANT_PROVIDER=gemini`.\n\n"
+        f"Chapter {future} is planned, with `ASSISTANT_PROVIDER=mistral`.\n\n"
         "## What comes next, again\n\n"
         f"Chapter {future} will come.\n\n"
         "## Back to facts\n\n"
@@ -346,8 +346,8 @@ def test_the_rules_catch_what_they_must(tmp_path: Path, monkeypatch: pytest.Monk
         f":1: 'chapters 1 to {future}' names chapter {future}",
         f":3: '{future:02d}-scale-out' names chapter folder",
         f":3: '{future:02d}-load' names chapter folder",
-        ":5: ASSISTANT_PROVIDER='gemini'",
-        ":5: ASSISTANT_PROVIDER='openai'",
+        ":5: ASSISTANT_PROVIDER='groq'",
+        ":5: ASSISTANT_PROVIDER='mistral'",
         "`grader bench`: no such subcommand",
         f"`grader run {future}`: workbook.toml has no chapter {future}",
         "`grader run` has no option --replicas",

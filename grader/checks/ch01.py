@@ -14,7 +14,7 @@ DICE = "roll 2d6+1"
 LORE = "tell me about the dragon"
 
 # The page checks need Streamlit (a second to import): import it while the backend checks run.
-in_background("grader.toolkit.page")
+in_background("grader.toolkit.page", "1.3")
 
 
 def reply_to(api: Http, prompt: str) -> str:

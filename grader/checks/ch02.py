@@ -18,7 +18,7 @@ DICE = "roll 2d6+1"
 DICE_TURN = ["model: function_call", "tool: function_response", "model: text"]
 
 # The page checks need Streamlit (a second to import): import it while the backend checks run.
-in_background("grader.toolkit.page")
+in_background("grader.toolkit.page", "2.2", "2.3")
 
 
 def tag() -> str:

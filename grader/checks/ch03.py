@@ -29,7 +29,7 @@ TOOL = "roll_dice"
 TOGGLE = "show_tool_telemetry"
 
 # The page checks need Streamlit (a second to import): import it while the backend checks run.
-in_background("grader.toolkit.page")
+in_background("grader.toolkit.page", "3.3", "3.5", "3.6")
 
 
 def db_of(backend: Backend) -> DbView:

@@ -36,7 +36,7 @@ LABELS = {"sqlite": "SQLite", "postgres": "Postgres", "mysql": "MySQL/MariaDB"}
 FIRST_PROMPT = "Hello, game master! I am Ysolde of Saltmere 🐉 — «first» message."
 
 # The page checks need Streamlit (a second to import): import it while the backend checks run.
-in_background("grader.toolkit.page")
+in_background("grader.toolkit.page", "4.1")
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 KEYED = {"SECRET_KEY": SIGNING_KEY}
 # The page check needs Streamlit (a second to import): import it while the backend checks run.
-in_background("grader.toolkit.page")
+in_background("grader.toolkit.page", "6.8")
 # A title is the first prompt cut to 80 code points: this one is longer, with an emoji (two
 # UTF-16 units, four UTF-8 bytes) across the cut.
 LONG_PROMPT = "A" * 78 + "🐉é and the rest of a long first prompt that the title leaves out"
@@ -225,7 +225,7 @@ def passwords_are_salted_slow_hashes(alice: Account, app: App) -> None:
         if any(password in v for v in values.values()):
             fail(
                 f"table {table!r} holds the password as it was sent: store only a salted, slow "
-                "hash of it (pwdlib's PasswordHash.recommended().hash)",
+                "hash of it (pwdlib's Argon2 hasher: password_hash.hash)",
                 actual=shorten(values, 300),
             )
         fast = {
@@ -252,7 +252,7 @@ def passwords_are_salted_slow_hashes(alice: Account, app: App) -> None:
     expect(
         any(v.startswith(slow) for v in first.values()),
         "no column of the user's row holds a password hash in a known slow format (Argon2, "
-        "bcrypt, scrypt, PBKDF2): hash passwords with pwdlib's PasswordHash.recommended()",
+        "bcrypt, scrypt, PBKDF2): hash passwords with pwdlib (Argon2)",
         expected="a value like $argon2id$v=19$m=…",
         actual=shorten(first, 300),
     )
@@ -470,6 +470,19 @@ def aware(value: Any, what: str) -> datetime:
     return when  # type: ignore[return-value]
 
 
+def whole_seconds(threads: list[dict[str, Any]]) -> str:
+    """Why an order went wrong, when every time listed is a whole second: threads made within
+    one second tie, and the tie-break by id (random) decides their order."""
+    times = [aware(t.get("updated_at"), "a thread's updated_at") for t in threads]
+    if len(times) < 2 or any(t.microsecond for t in times):
+        return ""
+    return (
+        ". Every updated_at is a whole second, so threads made within one second tie and "
+        "their order is their ids': keep microseconds (on MySQL a DATETIME column holds whole "
+        "seconds unless it is declared DATETIME(6))"
+    )
+
+
 @milestone("6.4", after=registers_and_logs_in)
 def threads_are_listed_newest_first(alice: Account, app: App) -> None:
     """GET /threads lists only the caller's threads, newest first, titled by their first
@@ -495,7 +508,7 @@ def threads_are_listed_newest_first(alice: Account, app: App) -> None:
         expect(
             listed == want,
             "GET /threads must list the caller's threads newest first (ORDER BY updated_at "
-            "DESC, id DESC)",
+            "DESC, id DESC)" + whole_seconds(threads),
             expected=named(want, names),
             actual=named(listed, names),
         )
@@ -519,7 +532,7 @@ def threads_are_listed_newest_first(alice: Account, app: App) -> None:
         expect(
             listed == want,
             "a thread that just got a turn must move to the front of GET /threads: each turn "
-            "sets its thread's updated_at, and the list is ordered by it",
+            "sets its thread's updated_at, and the list is ordered by it" + whole_seconds(threads),
             expected=named(want, names),
             actual=named(listed, names),
         )
@@ -533,7 +546,7 @@ def threads_are_listed_newest_first(alice: Account, app: App) -> None:
         )
         expect(
             aware(moved["updated_at"], "updated_at") > before,
-            "a turn did not advance its thread's updated_at",
+            "a turn did not advance its thread's updated_at" + whole_seconds(threads),
             expected=f"after {before.isoformat()}",
             actual=str(moved["updated_at"]),
         )
